@@ -1,0 +1,110 @@
+"""facegate: the Flask application factory."""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, request
+from flask_smorest import Api
+from werkzeug.exceptions import BadRequest
+from werkzeug.routing import BaseConverter
+
+from app import settings
+
+__version__ = "0.1.0"
+
+
+class BadUUID(BadRequest):
+    description = "path id is not a valid UUID"
+    error_kind = "bad_uuid"  # tells the error handler which stable code to answer with
+
+
+class UUIDConverter(BaseConverter):
+    """Accept any path segment and reject a malformed UUID with 400, not a confusing 404."""
+
+    regex = r"[^/]+"
+
+    def to_python(self, value: str) -> uuid.UUID:
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            raise BadUUID(f"'{value}' is not a valid UUID") from None
+
+    def to_url(self, value: Any) -> str:
+        return str(value)
+
+
+def _view_locations(app: Flask) -> set[str]:
+    """Argument locations a view declares through flask-smorest (json, query, files, ...)."""
+    view = app.view_functions.get(request.endpoint or "")
+    doc = getattr(view, "_apidoc", {}) or {}
+    params = doc.get("arguments", {}).get("parameters", [])
+    return {p.get("in", "json") for p in params}
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    from app import observability
+    from app.auth import authenticate_request
+    from app.errors import APIError, register_error_handlers
+    from app.resources import register
+
+    if overrides:
+        settings.set_overrides(overrides)
+    s = settings.current()
+    observability.configure_logging()
+
+    app = Flask(__name__)
+    app.url_map.converters["uuid"] = UUIDConverter
+    app.config.update(
+        API_TITLE="facegate",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        MAX_CONTENT_LENGTH=int(s.max_request_mb * 1024 * 1024),
+        JSON_SORT_KEYS=False,
+    )
+    settings.on_change(lambda old, new: app.config.update(MAX_CONTENT_LENGTH=int(new.max_request_mb * 1024 * 1024)))
+    api = Api(app, spec_kwargs={"components": {"securitySchemes": {
+        "basic": {"type": "http", "scheme": "basic"},
+        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        "security": [{"basic": []}, {"bearer": []}]})
+    api.register_converter(UUIDConverter, lambda _c: {"type": "string", "format": "uuid"})
+    register(api)
+    register_error_handlers(app)
+
+    @app.before_request
+    def _request_id() -> None:
+        given = request.headers.get(observability.REQUEST_ID_HEADER)
+        rid = given if given and observability.valid_request_id(given) else observability.new_request_id()
+        g.request_id = rid
+        g.started = time.monotonic()
+        observability.request_id_var.set(rid)
+        if given and rid != given:
+            raise APIError("bad_request_id", f"expected '<unix time>,<uuid4>', got '{given[:80]}'")
+
+    @app.before_request
+    def _request_shape() -> None:
+        if request.routing_exception is not None or request.endpoint is None:
+            return
+        locations = _view_locations(app)
+        if request.args and "query" not in locations:
+            raise APIError("unknown_query_param",
+                           f"unknown query parameter(s): {', '.join(sorted(request.args))}")
+        has_body = request.method in {"POST", "PUT", "PATCH"} and (request.content_length or 0) > 0
+        if has_body and "json" in locations and not request.is_json:
+            raise APIError("unsupported_media_type",
+                           f"expected application/json, got '{request.content_type or 'none'}'")
+
+    app.before_request(authenticate_request)
+
+    @app.after_request
+    def _stamp(response: Response) -> Response:
+        response.headers[observability.REQUEST_ID_HEADER] = g.get("request_id") or observability.new_request_id()
+        return response
+
+    settings.start_watcher()
+    return app

@@ -1,0 +1,128 @@
+"""The ``facegate`` command: serve the API, migrate, create the first admin, generate references."""
+from __future__ import annotations
+
+import getpass
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from app import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@click.group()
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="TOML config file (also FACEGATE_CONFIG)")
+@click.option("--config-reload", is_flag=True, default=None, help="re-read the config file while running")
+@click.option("--pulling-time", type=int, default=None, help="seconds between config checks (default 10)")
+def main(config_file: str | None, config_reload: bool | None, pulling_time: int | None) -> None:
+    """facegate: self-hosted face recognition platform."""
+    if config_file:
+        import os
+
+        os.environ[settings.ENV_PREFIX + "CONFIG"] = str(Path(config_file).resolve())
+    overrides: dict[str, Any] = {}
+    if config_reload:
+        overrides["config_reload"] = True
+    if pulling_time is not None:
+        overrides["pulling_time"] = pulling_time
+    try:
+        settings.set_overrides(overrides)
+    except settings.SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.option("--host", default=None, help="listen address (api_host)")
+@click.option("--port", type=int, default=None, help="listen port (api_port)")
+def api(host: str | None, port: int | None) -> None:
+    """Serve the REST API with gunicorn."""
+    from gunicorn.app.base import BaseApplication
+
+    s = settings.current()
+
+    class _Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host or s.api_host}:{port or s.api_port}")
+            self.cfg.set("workers", s.api_workers)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", 8)
+            self.cfg.set("timeout", int(s.worker_wait_timeout_s) + 30)
+            self.cfg.set("accesslog", "-")
+
+        def load(self) -> Any:
+            from app import create_app
+
+            return create_app()
+
+    _Server().run()
+
+
+@main.group()
+def db() -> None:
+    """Database migrations (alembic)."""
+
+
+def _alembic_config() -> Any:
+    from alembic.config import Config
+
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    return cfg
+
+
+@db.command()
+@click.argument("revision", default="head")
+def upgrade(revision: str) -> None:
+    """Upgrade the schema (default: to the newest revision)."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(), revision)
+
+
+@db.command()
+@click.argument("revision", default="-1")
+def downgrade(revision: str) -> None:
+    """Downgrade the schema (default: one step)."""
+    from alembic import command
+
+    command.downgrade(_alembic_config(), revision)
+
+
+@main.command("create-admin")
+@click.option("--login", required=True, help="e-mail of the admin")
+@click.option("--password", default=None, help="password (asked for when omitted)")
+def create_admin(login: str, password: str | None) -> None:
+    """Create an admin account; there is no built-in default admin."""
+    from app.db import session_scope
+    from app.errors import APIError
+    from app.services.accounts import create_account
+
+    if password is None:
+        password = getpass.getpass("password: ")
+    if len(password) < 8:
+        raise click.ClickException("password must have at least 8 characters")
+    try:
+        with session_scope() as session:
+            account = create_account(session, login=login, password=password, account_type="admin",
+                                     description="created by facegate create-admin")
+            click.echo(str(account.account_id))
+    except APIError as exc:
+        raise click.ClickException(exc.detail) from exc
+
+
+@main.command("settings-doc")
+def settings_doc() -> None:
+    """Print the configuration reference (docs/configuration.md)."""
+    sys.stdout.write(settings.reference_markdown())
+
+
+@main.command("errors-doc")
+def errors_doc() -> None:
+    """Print the error code table (docs/errors.md)."""
+    from app.errors import reference_markdown
+
+    sys.stdout.write(reference_markdown())

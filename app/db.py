@@ -1,0 +1,85 @@
+"""Database engine and sessions, shared by the API and the Celery tasks.
+
+Nothing here depends on Flask: tasks open sessions with :func:`session_scope` exactly as
+request handlers do, so domain services can be called from either side.
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from app import settings
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+_factories: dict[str, sessionmaker[Session]] = {}
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    # Foreign keys are off by default in SQLite; WAL lets the API read while the worker writes.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            from pathlib import Path
+
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_size=settings.current().database_pool_size, pool_pre_ping=True)
+
+
+def engine() -> Engine:
+    """The engine for the database URL now in force (a reload that changes it gets a new one)."""
+    url = settings.current().effective_database_url
+    eng = _engines.get(url)
+    if eng is None:
+        with _lock:
+            eng = _engines.get(url)
+            if eng is None:
+                eng = _engines[url] = make_engine(url)
+                _factories[url] = sessionmaker(bind=eng, expire_on_commit=False)
+    return eng
+
+
+def session_factory() -> sessionmaker[Session]:
+    engine()
+    return _factories[settings.current().effective_database_url]
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """A session committed on success and rolled back on any error, so no half-written record stays."""
+    session = session_factory()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_all() -> None:
+    """Drop pooled connections; called after fork so children never share a parent's sockets."""
+    with _lock:
+        for eng in _engines.values():
+            eng.dispose(close=False)

@@ -1,0 +1,153 @@
+"""The one error shape of the API and its table of codes.
+
+Every error leaves the API as ``{"error_code": int, "desc": str, "detail": str}``. ``desc`` is
+the fixed text of the code; ``detail`` says what exactly went wrong (which field, which id).
+Codes are stable: integrators match on them, so a code is never reused for another meaning.
+The table in ``docs/errors.md`` is generated from :data:`ERRORS` and checked by a test.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: int
+    status: int
+    desc: str
+
+
+ERRORS: dict[str, ErrorCode] = {
+    "internal": ErrorCode(1, 500, "Internal server error"),
+    # request shape
+    "bad_json": ErrorCode(10001, 400, "Malformed JSON body"),
+    "unsupported_media_type": ErrorCode(10002, 415, "Unsupported content type"),
+    "too_large": ErrorCode(10003, 413, "Request body too large"),
+    "unknown_query_param": ErrorCode(10004, 400, "Unknown query parameter"),
+    "validation": ErrorCode(10005, 400, "Bad input data"),
+    "bad_uuid": ErrorCode(10006, 400, "Bad UUID"),
+    "method_not_allowed": ErrorCode(10007, 405, "Method not allowed"),
+    "route_not_found": ErrorCode(10008, 404, "Resource not found"),
+    "bad_request_id": ErrorCode(10009, 400, "Bad Luna-Request-Id header"),
+    "bad_request": ErrorCode(10010, 400, "Bad request"),
+    # authentication and authorization
+    "auth_required": ErrorCode(11001, 401, "Authorization required"),
+    "bad_credentials": ErrorCode(11002, 401, "Bad login or password"),
+    "token_expired": ErrorCode(11003, 401, "Token expired"),
+    "token_invalid": ErrorCode(11004, 401, "Invalid token"),
+    "forbidden": ErrorCode(11005, 403, "Permission denied"),
+    "account_type_forbidden": ErrorCode(11006, 403, "Account type not allowed here"),
+    "registration_closed": ErrorCode(11007, 403, "Account registration is closed"),
+    # accounts and tokens
+    "account_not_found": ErrorCode(12001, 404, "Account not found"),
+    "login_exists": ErrorCode(12002, 409, "An account with this login already exists"),
+    "account_id_exists": ErrorCode(12003, 409, "An account with this id already exists"),
+    "token_not_found": ErrorCode(12004, 404, "Token not found"),
+    # workers
+    "worker_timeout": ErrorCode(13001, 503, "No worker answered in time"),
+    "task_failed": ErrorCode(13002, 500, "Task failed"),
+    "unhealthy": ErrorCode(13003, 503, "Service unhealthy"),
+}
+
+
+class APIError(Exception):
+    """An error the API answers with; raise it from services as well as handlers."""
+
+    def __init__(self, kind: str, detail: str = "", status: int | None = None) -> None:
+        self.error = ERRORS[kind]
+        self.detail = detail or self.error.desc
+        self.status = status or self.error.status
+        super().__init__(f"{self.error.code} {self.detail}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error_code": self.error.code, "desc": self.error.desc, "detail": self.detail}
+
+
+def error_response(exc: APIError) -> Response:
+    response = jsonify(exc.to_dict())
+    response.status_code = exc.status
+    return response
+
+
+def _flatten_messages(messages: Any, prefix: str = "") -> list[str]:
+    """webargs/marshmallow nest errors by location and field; name the field path in the detail."""
+    if isinstance(messages, dict):
+        out: list[str] = []
+        for key, value in messages.items():
+            name = str(key) if not prefix else f"{prefix}.{key}"
+            if prefix == "" and key in {"json", "query", "form", "files", "view_args", "headers"}:
+                name = ""
+            out.extend(_flatten_messages(value, name))
+        return out
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return [f"{prefix}: {' '.join(messages)}" if prefix else " ".join(messages)]
+    if isinstance(messages, list):
+        return [m for item in messages for m in _flatten_messages(item, prefix)]
+    return [f"{prefix}: {messages}" if prefix else str(messages)]
+
+
+def _from_http_exception(exc: HTTPException) -> APIError:
+    data = getattr(exc, "data", None) or {}
+    messages = data.get("messages")
+    if messages:
+        query_errors = messages.get("query", {}) if isinstance(messages, dict) else {}
+        unknown = [k for k, v in query_errors.items() if v == ["Unknown field."]]
+        if unknown:
+            return APIError("unknown_query_param", f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        json_errors = messages.get("json") if isinstance(messages, dict) else None
+        if json_errors == ["Invalid JSON body."] or json_errors == {"json": ["Invalid JSON body."]}:
+            return APIError("bad_json", "request body is not valid JSON")
+        return APIError("validation", "; ".join(_flatten_messages(messages)))
+    if getattr(exc, "error_kind", None):
+        return APIError(exc.error_kind, exc.description or "")
+    by_status = {
+        400: "bad_request",
+        404: "route_not_found",
+        405: "method_not_allowed",
+        413: "too_large",
+        415: "unsupported_media_type",
+    }
+    kind = by_status.get(exc.code or 500)
+    if kind is None:
+        if exc.code and 400 <= exc.code < 500:
+            return APIError("bad_request", exc.description or "", status=exc.code)
+        return APIError("internal", exc.description or "")
+    return APIError(kind, exc.description or "")
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(APIError)
+    def _api_error(exc: APIError) -> Response:
+        return error_response(exc)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        return error_response(_from_http_exception(exc))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(APIError("internal", "unexpected error; see the service log with this request id"))
+
+
+def reference_markdown() -> str:
+    lines = [
+        "# Error codes",
+        "",
+        "Generated from `app/errors.py`. Every error body is "
+        '`{"error_code": int, "desc": str, "detail": str}`; `desc` is fixed per code, `detail` '
+        "names the field, id or reason.",
+        "",
+        "| error_code | HTTP status | desc |",
+        "| --- | --- | --- |",
+    ]
+    for e in sorted(ERRORS.values(), key=lambda e: e.code):
+        lines.append(f"| {e.code} | {e.status} | {e.desc} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import fields, validate
+
+from app.schemas.common import StrictSchema
+from app.services.tokens import VISIBILITY_AREAS
+
+
+def _permissions(**kwargs: Any) -> fields.Dict:
+    return fields.Dict(keys=fields.String(), values=fields.List(fields.String()),
+                       metadata={"description": "{resource: [view|creation|modification|deletion|matching]}"},
+                       **kwargs)
+
+
+class TokenCreateSchema(StrictSchema):
+    permissions = _permissions(required=True)
+    description = fields.String(load_default="", validate=validate.Length(max=512))
+    expiration_time = fields.AwareDateTime(load_default=None, metadata={"description": "ISO 8601 with offset"})
+    visibility_area = fields.String(load_default="account", validate=validate.OneOf(VISIBILITY_AREAS))
+
+
+class TokenPatchSchema(StrictSchema):
+    permissions = _permissions()
+    description = fields.String(validate=validate.Length(max=512))
+    expiration_time = fields.AwareDateTime(allow_none=True)
+    visibility_area = fields.String(validate=validate.OneOf(VISIBILITY_AREAS))
+
+
+class TokenSchema(StrictSchema):
+    token_id = fields.UUID()
+    account_id = fields.UUID()
+    permissions = _permissions()
+    description = fields.String()
+    expiration_time = fields.DateTime(allow_none=True)
+    visibility_area = fields.String()
+    create_time = fields.DateTime()
+
+
+class TokenCreatedSchema(StrictSchema):
+    token_id = fields.UUID()
+    token = fields.String(metadata={"description": "the JWT; shown only once"})
+
+
+class TokenListSchema(StrictSchema):
+    tokens = fields.List(fields.Nested(TokenSchema))
+    page = fields.Integer()
+    page_size = fields.Integer()

@@ -1,0 +1,335 @@
+"""Every setting of facegate, in one table.
+
+Values come from the defaults below, overridden by a TOML config file (``FACEGATE_CONFIG`` or
+``--config``), overridden by environment variables ``FACEGATE_<NAME>``. The table is the single
+source of truth: the configuration reference in ``docs/configuration.md`` is generated from it
+(``facegate settings-doc``) and a test keeps the two in step.
+
+A running service may re-read its config file (``--config-reload``, every ``--pulling-time``
+seconds); a file that fails to parse or validate leaves the previous settings in force, because a
+typo in production must not take the service down.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit, urlunsplit
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "FACEGATE_"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    description: str
+    secret: bool = False
+    choices: tuple[Any, ...] | None = None
+
+
+class SettingsError(ValueError):
+    """A value that does not parse or is out of range; the message names the setting."""
+
+
+def _estimator_settings() -> list[Setting]:
+    # One flag per registry entry so a new estimator gets its switch without touching this file.
+    from inference.registry import ENTRIES
+
+    return [
+        Setting(f"enable_{name}", bool, None, f"load the {e.description} estimator "
+                "(unset: follow enable_all_estimators_by_default)")
+        for name, e in ENTRIES.items()
+    ]
+
+
+SETTINGS: list[Setting] = [
+    # service
+    Setting("api_host", str, "127.0.0.1", "address the API listens on"),
+    Setting("api_port", int, 5000, "port the API listens on"),
+    Setting("api_workers", int, 2, "gunicorn worker processes of the API"),
+    Setting("flower_port", int, 5555, "port Flower listens on"),
+    Setting("flower_basic_auth", str, "", "user:password for Flower (empty: Flower's API is open, "
+            "only acceptable on loopback)", secret=True),
+    Setting("log_level", str, "INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    Setting("data_dir", str, str(ROOT / "var"), "folder for embedded-mode state (SQLite file, broker "
+            "folders, results, image store)"),
+    Setting("config_reload", bool, False, "re-read the config file periodically and apply changes"),
+    Setting("pulling_time", int, 10, "seconds between config file checks when config_reload is on"),
+    # database
+    Setting("database_url", str, "", "SQLAlchemy URL (empty: SQLite file in data_dir)", secret=True),
+    Setting("database_pool_size", int, 10, "connections kept per process (PostgreSQL)"),
+    # celery
+    Setting("broker_url", str, "filesystem://", "Celery broker (filesystem:// needs no server; "
+            "redis://host:6379/0 in production)", secret=True),
+    Setting("result_backend", str, "", "Celery result backend (empty: files in data_dir)", secret=True),
+    Setting("result_expires_s", int, 86400, "seconds Celery keeps task results"),
+    Setting("visibility_timeout_s", int, 43200, "seconds before an unacknowledged task is redelivered; "
+            "must exceed the longest task"),
+    Setting("worker_wait_timeout_s", float, 30.0, "seconds a REST call waits for a worker's result "
+            "before answering 503"),
+    # accounts and tokens
+    Setting("jwt_secret", str, "", "HS256 signing secret (empty: generated once into data_dir)", secret=True),
+    Setting("jwt_ecdsa_key", str, "", "base64 of a PEM ECDSA P-256 private key; when set, tokens are "
+            "signed ES256 and HS256 tokens stop working", secret=True),
+    Setting("jwt_ecdsa_key_password", str, "", "password of jwt_ecdsa_key, if it is encrypted", secret=True),
+    Setting("open_registration", bool, True, "anyone may create user/advanced_user accounts "
+            "through POST /accounts"),
+    Setting("auth_cache_s", int, 60, "seconds a verified login/password pair is remembered, so Basic "
+            "auth does not pay the password hash on every request"),
+    # requests
+    Setting("max_request_mb", float, 20.0, "largest request body accepted, in MiB"),
+    Setting("page_size_default", int, 100, "page size when a list request gives none"),
+    Setting("page_size_max", int, 1000, "largest page size a list request may ask for"),
+    # image store
+    Setting("storage_type", str, "local", "image store back-end", choices=("local", "s3")),
+    Setting("storage_local_path", str, "", "root of the local image store (empty: data_dir/image_store)"),
+    Setting("s3_endpoint_url", str, "", "S3 endpoint (empty: AWS)"),
+    Setting("s3_region", str, "us-east-1", "S3 region"),
+    Setting("s3_access_key", str, "", "S3 access key", secret=True),
+    Setting("s3_secret_key", str, "", "S3 secret key", secret=True),
+    Setting("s3_signature_version", str, "s3v4", "S3 request signature version"),
+    Setting("s3_verify_ssl", bool, True, "verify the S3 server's TLS certificate"),
+    Setting("bucket_ttl_days", int, -1, "default object TTL for buckets created without one "
+            "(-1: keep forever)"),
+    # inference
+    Setting("enable_all_estimators_by_default", bool, True, "load every estimator unless its "
+            "enable_<name> flag says otherwise"),
+    Setting("inference_device", str, "auto", "torch device for neural networks (auto: cuda when "
+            "available, else cpu)"),
+    *_estimator_settings(),
+]
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _parse(setting: Setting, raw: Any) -> Any:
+    if raw is None:
+        return None
+    t = setting.type
+    try:
+        if t is bool:
+            if isinstance(raw, bool):
+                value = raw
+            elif str(raw).strip().lower() in {"1", "true", "yes", "on"}:
+                value = True
+            elif str(raw).strip().lower() in {"0", "false", "no", "off"}:
+                value = False
+            else:
+                raise ValueError(f"not a boolean: {raw!r}")
+        elif t is int:
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError(f"not an integer: {raw!r}")
+            value = int(raw)
+        elif t is float:
+            if isinstance(raw, bool):
+                raise ValueError(f"not a number: {raw!r}")
+            value = float(raw)
+        else:
+            if not isinstance(raw, (str, int, float)):
+                raise ValueError(f"not a string: {raw!r}")
+            value = str(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"setting {setting.name}: {exc}") from exc
+    if setting.choices and value not in setting.choices:
+        raise SettingsError(f"setting {setting.name}: {value!r} is not one of {list(setting.choices)}")
+    return value
+
+
+class Settings:
+    """An immutable snapshot of every setting; read attributes by name."""
+
+    def __init__(self, values: dict[str, Any], source: str | None = None) -> None:
+        self._values = dict(values)
+        self.source = source
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def as_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
+        out = {}
+        for name, value in self._values.items():
+            if mask_secrets and _BY_NAME[name].secret and value:
+                value = _mask(value)
+            out[name] = value
+        return out
+
+    # Derived values: kept here so every process computes them the same way.
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'facegate.db'}"
+
+    @property
+    def effective_result_backend(self) -> str:
+        return self.result_backend or f"file://{self.data_path / 'celery' / 'results'}"
+
+    @property
+    def effective_storage_path(self) -> Path:
+        return Path(self.storage_local_path) if self.storage_local_path else self.data_path / "image_store"
+
+
+def _mask(value: Any) -> str:
+    """Hide a secret; for URLs keep the scheme and host so operators can still see where it points."""
+    text = str(value)
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.password:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+            return urlunsplit(parts._replace(netloc=netloc))
+        return text
+    return "***"
+
+
+def load(config_file: str | os.PathLike[str] | None = None,
+         env: dict[str, str] | None = None,
+         overrides: dict[str, Any] | None = None) -> Settings:
+    """Build settings from defaults < config file < environment < explicit overrides (CLI flags)."""
+    env = dict(os.environ if env is None else env)
+    config_file = config_file or env.get(f"{ENV_PREFIX}CONFIG") or None
+    values = {s.name: s.default for s in SETTINGS}
+    if config_file:
+        with open(config_file, "rb") as fh:
+            try:
+                data = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise SettingsError(f"{config_file}: {exc}") from exc
+        unknown = sorted(set(data) - set(_BY_NAME))
+        if unknown:
+            raise SettingsError(f"{config_file}: unknown settings {unknown}")
+        for name, raw in data.items():
+            values[name] = _parse(_BY_NAME[name], raw)
+    for s in SETTINGS:
+        raw = env.get(ENV_PREFIX + s.name.upper())
+        if raw is not None:
+            values[s.name] = _parse(s, raw)
+    for name, raw in (overrides or {}).items():
+        if name not in _BY_NAME:
+            raise SettingsError(f"unknown setting {name}")
+        values[name] = _parse(_BY_NAME[name], raw)
+    return Settings(values, source=str(config_file) if config_file else None)
+
+
+_current: Settings | None = None
+_overrides: dict[str, Any] = {}
+_listeners: list[Callable[[Settings, Settings], None]] = []
+_current_lock = threading.Lock()
+
+
+def current() -> Settings:
+    """The settings in force in this process (loaded on first use)."""
+    global _current
+    if _current is None:
+        with _current_lock:
+            if _current is None:
+                _current = load(overrides=_overrides)
+    return _current
+
+
+def set_overrides(overrides: dict[str, Any]) -> Settings:
+    """Apply command-line values (they outrank the file and environment) and reload."""
+    global _current
+    with _current_lock:
+        _overrides.clear()
+        _overrides.update(overrides)
+        _current = load(overrides=_overrides)
+    return _current
+
+
+def replace(settings: Settings) -> None:
+    """Put a snapshot in force and tell listeners what changed (tests and reload use this)."""
+    global _current
+    old = _current
+    with _current_lock:
+        _current = settings
+    if old is not None:
+        for listener in list(_listeners):
+            try:
+                listener(old, settings)
+            except Exception:  # a broken listener must not undo an applied reload
+                log.exception("settings listener failed")
+
+
+def on_change(listener: Callable[[Settings, Settings], None]) -> None:
+    """Register a callback run after settings change (e.g. re-apply the log level)."""
+    _listeners.append(listener)
+
+
+def reload() -> bool:
+    """Re-read file and environment; keep the old settings when the new ones are invalid."""
+    old = current()
+    try:
+        new = load(config_file=old.source, overrides=_overrides)
+    except (OSError, SettingsError) as exc:
+        log.error("config reload failed, keeping previous settings: %s", exc)
+        return False
+    if new.as_dict(mask_secrets=False) != old.as_dict(mask_secrets=False):
+        changed = sorted(k for k, v in new.as_dict(False).items() if old.as_dict(False).get(k) != v)
+        log.info("config reloaded, changed: %s", ", ".join(changed))
+        replace(new)
+    return True
+
+
+class ConfigWatcher(threading.Thread):
+    """Polls the config file every ``pulling_time`` seconds when ``config_reload`` is on."""
+
+    def __init__(self) -> None:
+        super().__init__(name="config-watcher", daemon=True)
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(current().pulling_time):
+            reload()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+_watcher: ConfigWatcher | None = None
+
+
+def start_watcher() -> None:
+    """Start the reload thread once per process, only if the settings ask for it."""
+    global _watcher
+    if current().config_reload and _watcher is None:
+        _watcher = ConfigWatcher()
+        _watcher.start()
+
+
+def reference_markdown(settings: Iterable[Setting] = SETTINGS) -> str:
+    """The configuration reference as Markdown (docs/configuration.md is this output)."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated by `facegate settings-doc` from `app/settings.py`; do not edit by hand.",
+        "",
+        "Each setting is read from, in rising priority: its default, the TOML file named by "
+        "`FACEGATE_CONFIG` (or `--config`), the environment variable `FACEGATE_<NAME>`, and "
+        "command-line flags where a command has them.",
+        "",
+        "| name | type | default | description |",
+        "| --- | --- | --- | --- |",
+    ]
+    for s in settings:
+        default = s.default
+        if s.name == "data_dir":
+            default = "<repo>/var"
+        shown = "" if default in (None, "") else f"`{default}`"
+        extra = f" One of {', '.join(f'`{c}`' for c in s.choices)}." if s.choices else ""
+        secret = " Secret: masked in `GET /configs`." if s.secret else ""
+        lines.append(f"| `{s.name}` | {s.type.__name__} | {shown} | {s.description}.{extra}{secret} |")
+    return "\n".join(lines) + "\n"
