@@ -68,4 +68,6 @@ accept_content = ["json"]
 timezone = "UTC"
 enable_utc = True
 
+# Periodic tasks (cron schedules) live here beside the routes.
 beat_schedule: dict = {}
+beat_schedule_filename = str(Path(_s.data_dir) / "celerybeat-schedule")

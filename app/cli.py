@@ -126,3 +126,33 @@ def errors_doc() -> None:
     from app.errors import reference_markdown
 
     sys.stdout.write(reference_markdown())
+
+
+@main.command()
+def banner() -> None:
+    """Print where the API, its docs and Flower listen."""
+    s = settings.current()
+    api_url = f"http://{s.api_host}:{s.api_port}"
+    click.echo(f"facegate {'-' * 50}\n"
+               f"  API      {api_url}\n"
+               f"  docs     {api_url}/docs   (OpenAPI: {api_url}/openapi.json)\n"
+               f"  Flower   http://{s.api_host}:{s.flower_port}\n"
+               f"  data     {s.data_dir}  (database {settings.current().effective_database_url.split('@')[-1]})\n"
+               f"  Ctrl-C stops every process.\n{'-' * 59}")
+
+
+@main.command()
+def flower() -> None:
+    """Run Flower on flower_port; its API is open only when no flower_basic_auth is set."""
+    import os
+
+    s = settings.current()
+    args = ["celery", "-A", "tasks", "flower", f"--address={s.api_host}", f"--port={s.flower_port}"]
+    env = dict(os.environ)
+    if s.flower_basic_auth:
+        args.append(f"--basic-auth={s.flower_basic_auth}")
+    else:
+        # Flower refuses its API to anonymous callers unless told; acceptable for the embedded
+        # platform on loopback, production sets flower_basic_auth.
+        env["FLOWER_UNAUTHENTICATED_API"] = "true"
+    os.execvpe(args[0], args, env)

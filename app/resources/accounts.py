@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask_smorest import Blueprint
+from app.resources.blueprint import Blueprint
 
 from app import settings
 from app.auth import current_principal, public, require, require_basic_auth

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
+from app.resources.blueprint import Blueprint
 from marshmallow import fields
 
 from app import __version__, settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask_smorest import Blueprint
+from app.resources.blueprint import Blueprint
 
 from app.auth import current_principal, require, require_basic_auth
 from app.db import session_scope

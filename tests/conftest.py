@@ -1,0 +1,152 @@
+"""Test fixtures: real PostgreSQL and Redis on loopback, a real Celery worker.
+
+Each pytest-xdist worker gets its own PostgreSQL database (``facegate_test_<worker>``, rebuilt
+by the migrations at session start) and its own Redis database number, so parallel workers never
+see each other's rows or messages. Settings are put in the environment before anything imports
+the Celery configuration, exactly as a deployment would set them.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("FACEGATE_SHARED_DIR", ROOT.parent / "shared"))
+PG_ADMIN_URL = os.environ.get("FACEGATE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_HOST = os.environ.get("FACEGATE_TEST_REDIS", "redis://127.0.0.1:6379")
+
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_worker_index = int(_worker[2:]) if _worker[2:].isdigit() else 0
+TEST_DB = f"facegate_test_{_worker}"
+PG_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + TEST_DB
+REDIS_URL = f"{REDIS_HOST}/{1 + _worker_index}"
+DATA_DIR = tempfile.mkdtemp(prefix=f"facegate-test-{_worker}-")
+
+os.environ.update({
+    "FACEGATE_DATA_DIR": DATA_DIR,
+    "FACEGATE_DATABASE_URL": PG_URL,
+    "FACEGATE_BROKER_URL": REDIS_URL,
+    "FACEGATE_RESULT_BACKEND": REDIS_URL,
+    "FACEGATE_WORKER_WAIT_TIMEOUT_S": "20",
+    "FACEGATE_LOG_LEVEL": "INFO",
+})
+os.environ.pop("FACEGATE_CONFIG", None)
+
+
+def _recreate_database() -> None:
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{TEST_DB}"'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database() -> str:
+    """A migrated, empty PostgreSQL database for this test process."""
+    from alembic import command
+
+    from app.cli import _alembic_config
+
+    _recreate_database()
+    command.upgrade(_alembic_config(), "head")
+    return PG_URL
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Any:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    return client
+
+
+@pytest.fixture(scope="session")
+def app(database: str, redis_client: Any) -> Any:
+    from app import create_app
+
+    flask_app = create_app()
+    flask_app.config["TESTING"] = True
+    return flask_app
+
+
+@pytest.fixture()
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+def basic(login: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode()}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class Account:
+    """A registered account with helpers for its credentials."""
+
+    def __init__(self, client: Any, account_type: str = "user") -> None:
+        self.login = f"{uuid.uuid4().hex[:12]}@example.com"
+        self.password = "correct horse battery"
+        r = client.post("/accounts", json={"login": self.login, "password": self.password,
+                                           "account_type": account_type})
+        assert r.status_code == 201, r.json
+        self.account_id = r.json["account_id"]
+        self.client = client
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return basic(self.login, self.password)
+
+    def token(self, permissions: dict[str, list[str]], **extra: Any) -> str:
+        r = self.client.post("/tokens", json={"permissions": permissions, **extra}, headers=self.auth)
+        assert r.status_code == 201, r.json
+        return r.json["token"]
+
+
+@pytest.fixture()
+def account_factory(client: Any) -> Callable[..., Account]:
+    return lambda account_type="user": Account(client, account_type)
+
+
+@pytest.fixture()
+def account(account_factory: Callable[..., Account]) -> Account:
+    return account_factory()
+
+
+@pytest.fixture()
+def settings_override() -> Iterator[Callable[..., None]]:
+    """Change settings for one test and restore them afterwards."""
+    from app import settings
+
+    original = settings.current()
+
+    def apply(**values: Any) -> None:
+        merged = {**original.as_dict(mask_secrets=False), **values}
+        settings.replace(settings.Settings(merged, source=original.source))
+
+    yield apply
+    settings.replace(original)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(app: Any) -> Iterator[Any]:
+    """A real Celery worker thread consuming every queue from the Redis broker."""
+    from celery.contrib.testing.worker import start_worker
+
+    from celeryconfig import QUEUES
+    from tasks import celery
+
+    with start_worker(celery, pool="threads", concurrency=2, queues=list(QUEUES),
+                      perform_ping_check=False, shutdown_timeout=30) as worker:
+        yield worker
