@@ -1,11 +1,13 @@
 """facegate: the Flask application factory."""
 from __future__ import annotations
 
+import importlib.util
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, request, send_from_directory
 from flask_smorest import Api
 from werkzeug.exceptions import BadRequest
 from werkzeug.routing import BaseConverter
@@ -63,7 +65,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Swagger UI's files come from a package, not a CDN: many sites have no internet.
+        OPENAPI_SWAGGER_UI_URL="/docs/static/",
         MAX_CONTENT_LENGTH=int(s.max_request_mb * 1024 * 1024),
         JSON_SORT_KEYS=False,
     )
@@ -72,6 +75,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         "basic": {"type": "http", "scheme": "basic"},
         "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
         "security": [{"basic": []}, {"bearer": []}]})
+    swagger_dist = Path(importlib.util.find_spec("flask_swagger_ui").origin).parent / "dist"
+    app.add_url_rule("/docs/static/<path:filename>", "swagger_static",
+                     lambda filename: send_from_directory(swagger_dist, filename))
     api.register_converter(UUIDConverter, lambda _c: {"type": "string", "format": "uuid"})
     register(api)
     register_error_handlers(app)

@@ -25,7 +25,7 @@ from app.services import tokens as tokens_service
 F = TypeVar("F", bound=Callable[..., Any])
 
 PUBLIC_ENDPOINTS = {"system.version", "system.healthcheck", "api-docs.openapi_json", "api-docs.openapi_swagger_ui",
-                    "static"}
+                    "swagger_static", "static"}
 
 
 @dataclass(frozen=True)
