@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from app.settings import current
 
 _s = current()
+Path(_s.data_dir).mkdir(parents=True, exist_ok=True)  # beat's schedule file lives there
 
 QUEUES = ("gpu", "cpu", "matcher")
 ROUTES = {
@@ -45,7 +46,7 @@ if result_backend.startswith("file://"):
     Path(result_backend[len("file://"):]).mkdir(parents=True, exist_ok=True)
 broker_connection_retry_on_startup = True
 
-task_queues = [Queue(name, routing_key=name) for name in QUEUES]
+task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
 task_default_queue = "cpu"
 task_routes = [ROUTES]
 

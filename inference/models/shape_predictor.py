@@ -16,26 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from inference.align import similarity_matrices
 from inference.formats.dlib_dnn import face_recognition_models_file
 from inference.formats.dlib_shape import ShapePredictorModel, read_shape_predictor
 
 MODEL_FILE = "shape_predictor_5_face_landmarks.dat"
 
 Box = tuple[float, float, float, float]
-
-
-def similarity_matrices(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares rotation+scale (no reflection) mapping centred ``src`` (P,2) onto each ``dst`` (N,P,2).
-
-    Closed form of the 2-D Umeyama fit dlib's ``find_similarity_transform`` computes with an SVD
-    (both minimise the same objective over proper similarities). Returns (N, 2, 2).
-    """
-    s = src - src.mean(axis=0)
-    d = dst - dst.mean(axis=1, keepdims=True)
-    norm = (s**2).sum()
-    a = (s[None, :, 0] * d[..., 0] + s[None, :, 1] * d[..., 1]).sum(axis=1) / norm
-    b = (s[None, :, 0] * d[..., 1] - s[None, :, 1] * d[..., 0]).sum(axis=1) / norm
-    return np.stack([np.stack([a, -b], axis=-1), np.stack([b, a], axis=-1)], axis=1)
 
 
 class ShapePredictor:
