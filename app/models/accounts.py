@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, ForeignKey, String, Uuid
+from sqlalchemy import JSON, ForeignKey, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
@@ -24,7 +24,7 @@ class Account(Base):
     password_hash: Mapped[str] = mapped_column(String(256))
     account_type: Mapped[str] = mapped_column(String(16))
     description: Mapped[str] = mapped_column(String(512), default="")
-    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
 
     tokens: Mapped[list[Token]] = relationship(back_populates="account", cascade="all, delete-orphan",
                                                passive_deletes=True)
@@ -40,7 +40,7 @@ class Token(Base):
     permissions: Mapped[dict[str, list[str]]] = mapped_column(JSON)
     description: Mapped[str] = mapped_column(String(512), default="")
     visibility_area: Mapped[str] = mapped_column(String(16), default="account")
-    expiration_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expiration_time: Mapped[datetime | None] = mapped_column(nullable=True)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
 
     account: Mapped[Account] = relationship(back_populates="tokens")

@@ -105,13 +105,6 @@ def encode(token: Token) -> str:
     return jwt.encode(claims, k.signing, algorithm=k.algorithm)
 
 
-def _as_aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything we store is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
 def verify(session: Session, raw: str) -> Token:
     """The live token behind a JWT, or ``token_invalid`` / ``token_expired``."""
     k = keys()
@@ -125,7 +118,7 @@ def verify(session: Session, raw: str) -> Token:
     token = session.get(Token, token_id)
     if token is None or token.account_id != account_id:
         raise APIError("token_invalid", "token was revoked or its account deleted")
-    expires = _as_aware(token.expiration_time)
+    expires = token.expiration_time
     if expires is not None and expires <= datetime.now(timezone.utc):
         raise APIError("token_expired", f"token expired at {expires.isoformat()}")
     return token
