@@ -171,11 +171,14 @@ class S3Store(ObjectStore):
         with self._errors(bucket, object_id):
             return self.client.get_object_tagging(Bucket=self._name(bucket), Key=object_id)["TagSet"]
 
-    def _head(self, bucket: str, object_id: str) -> StoredObject:
-        """The object whoever owns it, expired or not."""
+    def _head_response(self, bucket: str, object_id: str) -> dict[str, Any]:
         validate_object_id(object_id)
         with self._errors(bucket, object_id):
-            response = self.client.head_object(Bucket=self._name(bucket), Key=object_id)
+            return self.client.head_object(Bucket=self._name(bucket), Key=object_id)
+
+    def _head(self, bucket: str, object_id: str) -> StoredObject:
+        """The object whoever owns it, expired or not."""
+        response = self._head_response(bucket, object_id)
         return self._object(bucket, object_id, response, _ttl_from_tags(self._object_tags(bucket, object_id)))
 
     def _find(self, bucket: str, object_id: str, account_id: str | None) -> StoredObject:
@@ -290,12 +293,16 @@ class S3Store(ObjectStore):
         validate_object_id(object_id)
         ttl = self.bucket_ttl(bucket) if ttl_days is None else validate_ttl(ttl_days)
         try:
-            old = self._head(bucket, object_id)
+            current = self._head_response(bucket, object_id)
         except ObjectNotFound:
             pass
         else:
-            if account_id is not None and old.account_id != account_id and not old.is_expired(self._clock()):
-                raise ObjectExists(f"object id {object_id!r} is taken")
+            # Tags (for the expiry) are only needed when the id belongs to someone else: an expired
+            # object no longer holds on to its id.
+            if account_id is not None and current.get("Metadata", {}).get(ACCOUNT_META) != account_id:
+                tags = self._object_tags(bucket, object_id)
+                if not self._object(bucket, object_id, current, _ttl_from_tags(tags)).is_expired(self._clock()):
+                    raise ObjectExists(f"object id {object_id!r} is taken")
         extra: dict[str, Any] = {}
         if account_id is not None:
             extra["Metadata"] = {ACCOUNT_META: account_id}
