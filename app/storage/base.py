@@ -120,10 +120,6 @@ def expiry_date(created: datetime, ttl_days: int | None) -> datetime | None:
     return created + timedelta(days=ttl_days)
 
 
-def visible_to(owner: str | None, caller: str | None) -> bool:
-    return caller is None or owner == caller
-
-
 @dataclass(frozen=True)
 class StoredObject:
     id: str
@@ -146,6 +142,18 @@ class ObjectStore(ABC):
     def __init__(self, clock: Clock = utc_now) -> None:
         # Injectable so expiry can be checked against a simulated date.
         self._clock = clock
+
+    def _visible(self, obj: StoredObject, account_id: str | None) -> bool:
+        """Other accounts' objects and expired ones are indistinguishable from missing ones."""
+        if account_id is not None and obj.account_id != account_id:
+            return False
+        return not obj.is_expired(self._clock())
+
+    def _check_replaceable(self, current: StoredObject, account_id: str | None) -> None:
+        """A put must not let one account overwrite another's object; an expired object no longer
+        holds on to its id."""
+        if account_id is not None and current.account_id != account_id and self._visible(current, None):
+            raise ObjectExists(f"object id {current.id!r} is taken")
 
     @abstractmethod
     def create_bucket(self, name: str, ttl_days: int | None = None) -> None:
@@ -200,6 +208,7 @@ class ObjectStore(ABC):
         """Give an existing object a TTL, counted from its creation like any other."""
 
     @abstractmethod
-    def cleanup_expired(self, now: datetime | None = None, heartbeat: Callable[[], None] | None = None) -> int:
+    def cleanup_expired(self, now: datetime | None = None,
+                        heartbeat: Callable[[], None] | None = None) -> int:
         """Physically remove expired objects; returns how many. ``heartbeat`` is called regularly
         so a caller holding an expiring lock can extend it."""

@@ -35,7 +35,6 @@ from app.storage.base import (
     BucketExists,
     BucketNotFound,
     Clock,
-    ObjectExists,
     ObjectNotFound,
     ObjectStore,
     StorageError,
@@ -194,11 +193,6 @@ class LocalStore(ObjectStore):
             expires_at=expires,
         )
 
-    def _visible(self, obj: StoredObject, account_id: str | None, now: datetime | None = None) -> bool:
-        if account_id is not None and obj.account_id != account_id:
-            return False
-        return not obj.is_expired(now or self._clock())
-
     def _lookup(self, bucket: str, object_id: str, account_id: str | None
                 ) -> tuple[Path, bytes, StoredObject]:
         """The shard, raw meta and object for a visible object, else :class:`ObjectNotFound`."""
@@ -228,11 +222,8 @@ class LocalStore(ObjectStore):
                     meta_path = self._meta_path(shard, object_id)
                     raw = _read_bytes(meta_path)
                     if raw is not None:
-                        old = self._to_object(bucket, object_id, json.loads(raw),
-                                              lambda: self.bucket_ttl(bucket))
-                        if account_id is not None and old.account_id != account_id \
-                                and not old.is_expired(self._clock()):
-                            raise ObjectExists(f"object id {object_id!r} is taken")
+                        self._check_replaceable(self._to_object(
+                            bucket, object_id, json.loads(raw), lambda: self.bucket_ttl(bucket)), account_id)
                         # Hide the old record first: between the two renames below nobody may
                         # pair the old record with the new data.
                         meta_path.unlink()

@@ -35,7 +35,6 @@ from app.storage.base import (
     BucketNotFound,
     Clock,
     InvalidBucketName,
-    ObjectExists,
     ObjectNotFound,
     ObjectStore,
     StorageError,
@@ -161,11 +160,6 @@ class S3Store(ObjectStore):
             ttl_days=ttl,
             expires_at=expiry_date(created, ttl),
         )
-
-    def _visible(self, obj: StoredObject, account_id: str | None) -> bool:
-        if account_id is not None and obj.account_id != account_id:
-            return False
-        return not obj.is_expired(self._clock())
 
     def _object_tags(self, bucket: str, object_id: str) -> list[dict[str, str]]:
         with self._errors(bucket, object_id):
@@ -297,12 +291,11 @@ class S3Store(ObjectStore):
         except ObjectNotFound:
             pass
         else:
-            # Tags (for the expiry) are only needed when the id belongs to someone else: an expired
-            # object no longer holds on to its id.
+            # Tags (for the expiry) are only needed when the id belongs to someone else.
             if account_id is not None and current.get("Metadata", {}).get(ACCOUNT_META) != account_id:
                 tags = self._object_tags(bucket, object_id)
-                if not self._object(bucket, object_id, current, _ttl_from_tags(tags)).is_expired(self._clock()):
-                    raise ObjectExists(f"object id {object_id!r} is taken")
+                current_obj = self._object(bucket, object_id, current, _ttl_from_tags(tags))
+                self._check_replaceable(current_obj, account_id)
         extra: dict[str, Any] = {}
         if account_id is not None:
             extra["Metadata"] = {ACCOUNT_META: account_id}

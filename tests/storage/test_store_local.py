@@ -26,7 +26,8 @@ def files_under(root: Path) -> set[str]:
 def test_layout_matches_the_documented_one(local_store: LocalStore) -> None:
     local_store.create_bucket("samples", ttl_days=30)
     jpeg_id, json_id = "8f4f0070-c464-460b-af78-fac234df32e9", "1b0359af-ecd8-4712-8fc0-08401612d39b"
-    jpeg = local_store.put("samples", jpeg_id, b"\xff\xd8\xff jpeg", account_id="acc", content_type="image/jpeg")
+    jpeg = local_store.put("samples", jpeg_id, b"\xff\xd8\xff jpeg", account_id="acc",
+                           content_type="image/jpeg")
     local_store.put("samples", json_id, b"{}", account_id=None, content_type="application/json", ttl_days=-1)
 
     root = local_store.root
