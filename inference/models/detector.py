@@ -25,8 +25,8 @@ _SIDE, _DX, _DY = 0.98, -0.013, 0.058
 class FaceDetector:
     """Batched face detection; ``detect`` takes RGB uint8 arrays and returns ``Detection``s.
 
-    ``min_face`` is the smallest face side in source pixels the pyramid looks for (smaller is
-    slower: the pyramid grows); ``score_threshold`` applies to O-Net's final face probability.
+    ``min_face`` is the smallest face side in source pixels: the pyramid starts there (smaller
+    is slower: the pyramid grows) and smaller output boxes are dropped; ``score_threshold`` applies to O-Net's final face probability.
     Keypoints are MTCNN's five (x, y) points in source pixels: the eye on the image's left,
     the eye on the image's right, nose tip, mouth corner on the left, mouth corner on the right.
     """
@@ -38,17 +38,18 @@ class FaceDetector:
         self.score_threshold = score_threshold
 
     def detect(self, images: list[np.ndarray], min_face: int | None = None, score_threshold: float | None = None) -> list[list[Detection]]:
-        self.net.min_face = min_face or self.min_face
+        min_side = min_face or self.min_face
+        self.net.min_face = min_side
         threshold = self.score_threshold if score_threshold is None else score_threshold
         tensors = [torch.from_numpy(np.array(im, copy=True)).to(self.device).permute(2, 0, 1).float() for im in images]
         results = []
         for boxes, points in self.net.detect(tensors):
             dets = []
             for (x1, y1, x2, y2, score), kp in zip(boxes.tolist(), points.numpy()):
-                if score < threshold:
-                    continue
                 w, h = x2 - x1, y2 - y1
                 side = _SIDE * (w * h) ** 0.5
+                if score < threshold or side < min_side:
+                    continue
                 cx, cy = x1 + w / 2 + _DX * w, y1 + h / 2 + _DY * h
                 dets.append(Detection((cx - side / 2, cy - side / 2, side, side), float(score), kp.astype(np.float32)))
             results.append(dets)
