@@ -1,4 +1,5 @@
 """SQLAlchemy models; importing this package registers every table on ``Base.metadata``."""
 from app.models.accounts import Account, Token
+from app.models.faces import Attribute, ChangeLog, Face, FaceDescriptor, FaceList, ListFace
 
-__all__ = ["Account", "Token"]
+__all__ = ["Account", "Token", "Attribute", "ChangeLog", "Face", "FaceDescriptor", "FaceList", "ListFace"]
