@@ -54,6 +54,14 @@ ERRORS: dict[str, ErrorCode] = {
     "worker_timeout": ErrorCode(13001, 503, "No worker answered in time"),
     "task_failed": ErrorCode(13002, 500, "Task failed"),
     "unhealthy": ErrorCode(13003, 503, "Service unhealthy"),
+    # faces, lists, temporary attributes
+    "face_not_found": ErrorCode(20001, 404, "Face not found"),
+    "list_not_found": ErrorCode(20002, 404, "List not found"),
+    "attribute_not_found": ErrorCode(20003, 404, "Attribute not found or expired"),
+    "bad_descriptor": ErrorCode(20004, 400, "Bad descriptor"),
+    "face_limit_reached": ErrorCode(20005, 403, "Face limit of the installation reached"),
+    "descriptor_not_found": ErrorCode(20006, 404, "Descriptor not found"),
+    "attributes_unavailable": ErrorCode(20007, 503, "Attribute storage unavailable"),
 }
 
 

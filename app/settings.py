@@ -100,6 +100,20 @@ SETTINGS: list[Setting] = [
     Setting("s3_verify_ssl", bool, True, "verify the S3 server's TLS certificate"),
     Setting("bucket_ttl_days", int, -1, "default object TTL for buckets created without one "
             "(-1: keep forever)"),
+    # faces, lists, temporary attributes
+    Setting("face_limit", int, 0, "most faces with descriptors in the installation (the licence "
+            "limit; 0: unlimited); a warning is logged from 85% on"),
+    Setting("faces_batch_max", int, 1000, "most faces one batch request may create, attach, detach "
+            "or delete"),
+    Setting("attribute_ttl_default_s", int, 300, "seconds a temporary attribute lives when the "
+            "request gives no ttl"),
+    Setting("attribute_ttl_max_s", int, 86400, "longest ttl a temporary attribute may ask for, "
+            "in seconds"),
+    Setting("attributes_redis_url", str, "", "Redis URL for temporary attributes (empty: keep them "
+            "in the database)", secret=True),
+    Setting("pubsub_url", str, "", "Redis URL on which every change to faces and lists is announced "
+            "on channel facegate:changes (empty: no announcements; the change_log table is always "
+            "written)", secret=True),
     # inference
     Setting("enable_all_estimators_by_default", bool, True, "load every estimator unless its "
             "enable_<name> flag says otherwise"),
