@@ -1,0 +1,148 @@
+"""List cache: one exact FlatIndex per list, kept current by the change feed.
+
+Lifecycle. ``load`` streams the initial snapshot (chunks of ``(list_id, ids, descriptors)``, only
+faces that have a descriptor) into fresh indexes without blocking the feed: changes applied while
+the cache is not ready are queued and replayed right after the snapshot is installed (those with
+``seq`` at or below the snapshot's ``seq`` are dropped: the snapshot already holds them). Only then
+does ``ready`` become true.
+
+Freshness. ``version`` is the ``seq`` of the last applied change. ``apply`` returns only once the
+change is visible to every search that starts afterwards (the indexes publish snapshots
+atomically), so a request that must not see anything detached or deleted before it started reads
+the feed head ``N`` and calls ``wait_for(N)`` before searching.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Hashable, Iterable, Sequence
+
+import numpy as np
+
+from matcher.changes import (Change, DescriptorAdded, DescriptorRemoved, FaceAttached, FaceDeleted,
+                             FaceDetached, ListDeleted)
+from matcher.index import FlatIndex, MatcherInputError, as_descriptors
+from matcher.stream import merge_topk
+
+Chunk = tuple[Hashable, Sequence[Hashable], np.ndarray]
+
+
+class NotCached(KeyError):
+    """The list is excluded from this cache; the caller has to match against the database."""
+
+
+class ListCache:
+    """Descriptors of every cached list in memory, searchable exactly and updated by ``apply``.
+
+    ``include``: cache only these list ids (None: all lists). ``exclude``: never cache these.
+    """
+
+    def __init__(self, dim: int = 128, metric: str = "l2", include: Collection[Hashable] | None = None,
+                 exclude: Collection[Hashable] = ()) -> None:
+        FlatIndex(dim, metric)  # validates dim and metric once, before anything is loaded
+        self.dim, self.metric = dim, metric
+        self._include = frozenset(include) if include is not None else None
+        self._exclude = frozenset(exclude)
+        self._indexes: dict[Hashable, FlatIndex] = {}
+        self._cond = threading.Condition(threading.RLock())
+        self._pending: list[Change] = []
+        self._version = -1
+        self._ready = False
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def caches(self, list_id: Hashable) -> bool:
+        """Whether this cache answers for ``list_id`` (settings only; the list may be empty)."""
+        return list_id not in self._exclude and (self._include is None or list_id in self._include)
+
+    def list_ids(self) -> list[Hashable]:
+        return list(self._indexes)
+
+    def size(self, list_id: Hashable) -> int:
+        index = self._indexes.get(list_id)
+        return 0 if index is None else len(index)
+
+    def load(self, chunks: Iterable[Chunk], seq: int = 0) -> None:
+        """Install the initial snapshot; ``seq`` is the feed position it reflects (a lower value is
+        safe: changes are idempotent and get replayed)."""
+        indexes: dict[Hashable, FlatIndex] = {}
+        for list_id, ids, descriptors in chunks:
+            if self.caches(list_id):
+                indexes.setdefault(list_id, FlatIndex(self.dim, self.metric)).add(ids, descriptors)
+        with self._cond:
+            self._indexes = indexes
+            self._version = max(self._version, seq)
+            pending, self._pending = self._pending, []
+            self._ready = True
+            for change in pending:
+                self._apply_locked(change)
+            self._cond.notify_all()
+
+    def apply(self, change: Change) -> bool:
+        """Apply one feed record; False when it was a duplicate or was queued until ``load`` ends."""
+        with self._cond:
+            if not self._ready:
+                self._pending.append(change)
+                return False
+            applied = self._apply_locked(change)
+            self._cond.notify_all()
+            return applied
+
+    def wait_for(self, seq: int, timeout: float | None = None) -> bool:
+        """Block until the change numbered ``seq`` is applied (and the cache is ready)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._ready and self._version >= seq, timeout)
+
+    def search(self, list_ids: Iterable[Hashable], queries: object, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over the union of lists (a face in several of them counts once).
+
+        Same result convention as ``FlatIndex.search``. Raises NotCached for an excluded list.
+        """
+        list_ids = list(dict.fromkeys(list_ids))
+        for list_id in list_ids:
+            if not self.caches(list_id):
+                raise NotCached(list_id)
+        q = as_descriptors(queries, self.dim, "queries")
+        if not isinstance(k, (int, np.integer)) or k <= 0:
+            raise MatcherInputError("k must be a positive integer")
+        indexes = [ix for ix in (self._indexes.get(lid) for lid in list_ids) if ix is not None]
+        if len(indexes) == 1:
+            return indexes[0].search(q, k)
+        parts = [ix.search(q, k) for ix in indexes]
+        return merge_topk(parts, k, self.metric)
+
+    def _apply_locked(self, change: Change) -> bool:
+        if change.seq <= self._version:
+            return False
+        if isinstance(change, DescriptorAdded):
+            # The face's descriptor changed: replace it wherever the face is already indexed.
+            x = as_descriptors(change.descriptor, self.dim)
+            for index in self._indexes.values():
+                if change.face_id in index:
+                    index.add([change.face_id], x)
+        elif isinstance(change, (DescriptorRemoved, FaceDeleted)):
+            for index in self._indexes.values():
+                index.remove([change.face_id])
+        elif isinstance(change, FaceAttached):
+            if self.caches(change.list_id) and change.descriptor is not None:
+                x = as_descriptors(change.descriptor, self.dim)
+                index = self._indexes.get(change.list_id)
+                if index is None:
+                    index = self._indexes[change.list_id] = FlatIndex(self.dim, self.metric)
+                index.add([change.face_id], x)
+        elif isinstance(change, FaceDetached):
+            index = self._indexes.get(change.list_id)
+            if index is not None:
+                index.remove([change.face_id])
+        elif isinstance(change, ListDeleted):
+            self._indexes.pop(change.list_id, None)
+        else:
+            raise TypeError(f"unknown change record {type(change).__name__}")
+        self._version = change.seq
+        return True
+

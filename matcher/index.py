@@ -1,0 +1,339 @@
+"""Exact in-memory descriptor index: one contiguous float32 matrix per list.
+
+Exactness. BLAS float32 scores are only approximate (summation order differs between kernels), so
+they are used to *select* a candidate set, never to rank it. Every float32 dot product of length
+D is within ``gamma_D * |q| * |x|`` of the real value (classic floating-point bound, whatever the
+summation order), so with ``E`` bounding that error, the set ``{j : s~_j >= T - 2E}`` (``T`` = the
+k-th largest approximate score, or any lower bound of it) is guaranteed to contain the exact top
+k. The candidates are re-scored in float64 and sorted by (score, id), which makes results
+identical to a float64 brute force, ties included.
+
+L2 ranking without a second pass. Each stored row is ``[x, -|x|^2 / 2]`` (D + 1 columns). Ranking
+by ascending ``|q - x|^2 = |q|^2 - 2 (q.x - |x|^2/2)`` equals ranking by descending
+``[q, 1] . row``; the inner-product metric uses ``[q, 0]``. One matrix product scores both.
+
+Concurrency (many readers, one writer at a time). Writers never modify a row a published snapshot
+can read: additions go to rows past every published ``n`` (or into a new, larger buffer), removals
+only publish a new tombstone array, and compaction copies live rows into a *new* buffer. Each
+change ends by publishing a new immutable ``_Snapshot`` with one attribute assignment (atomic under
+the GIL), and a search reads ``self._snap`` once. Guarantee: a change whose ``add``/``remove``
+returned before a search started is visible to that search; a search running concurrently with a
+change sees it entirely or not at all, never half of it.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+METRICS = ("l2", "ip")
+# Query counts up to this run one matrix-vector product per query; above it the blocked
+# matrix-matrix scan wins (measured crossover, see docs/matcher.md and bench/matcher.py).
+SINGLE_QUERY_MAX = 4
+# Size of the (queries x rows) score tile of the batch scan: OpenBLAS only reaches full speed on
+# wide products (K is just 129), and the comparison pass over the tile is cheap next to it.
+_BLOCK_BYTES = 32 << 20
+_QUERY_BLOCK = 1024
+# Threshold samples: the k-th best score over every ``stride``-th row is a lower bound on the real
+# k-th best score, which is all the candidate filter needs.
+_SAMPLE_MIN = 16384
+_UNIT_ROUNDOFF = 2.0 ** -24
+
+
+class MatcherInputError(ValueError):
+    """Bad input to the matcher (descriptors, ids or parameters)."""
+
+
+class DimensionError(MatcherInputError):
+    """A descriptor or query has the wrong shape or length."""
+
+
+class NonFiniteError(MatcherInputError):
+    """A descriptor or query contains NaN or infinity."""
+
+
+class IdError(MatcherInputError):
+    """Ids are duplicated within one call, mixed in type, or not str/int."""
+
+
+def as_descriptors(values: object, dim: int, what: str = "descriptors") -> np.ndarray:
+    """Validate and convert to a C-contiguous float32 (n, dim) matrix (a 1-D vector becomes n=1)."""
+    try:
+        arr = np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise MatcherInputError(f"{what} must be numeric arrays: {exc}") from None
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise DimensionError(f"{what} must have length {dim}, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise NonFiniteError(f"{what} contain NaN or infinite values")
+    return np.ascontiguousarray(arr)
+
+
+def augment(x: np.ndarray) -> np.ndarray:
+    """Rows ``[x, -|x|^2/2]`` in float32 (see module docstring); the norm is taken in float64."""
+    out = np.empty((x.shape[0], x.shape[1] + 1), dtype=np.float32)
+    out[:, :-1] = x
+    out[:, -1] = -0.5 * np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    return out
+
+
+def exact_scores(queries: np.ndarray, rows: np.ndarray, metric: str) -> np.ndarray:
+    """Float64 squared L2 distance (smaller is better) or inner product, per (query, row) pair.
+
+    Computed element-wise per row, so identical rows always get bit-identical scores, which is what
+    makes the (score, id) tie-break deterministic.
+    """
+    q = queries.astype(np.float64)
+    x = rows.astype(np.float64)
+    if metric == "l2":
+        diff = x - q
+        return (diff * diff).sum(axis=1)
+    return (x * q).sum(axis=1)
+
+
+def _check_ids(ids: Sequence[Hashable]) -> list[Hashable]:
+    out = list(ids)
+    kinds = {str if isinstance(i, str) else int if isinstance(i, (int, np.integer)) and not isinstance(i, bool)
+             else None for i in out}
+    if None in kinds or len(kinds) > 1:
+        raise IdError("ids must be all str or all int")
+    if kinds == {int}:
+        out = [int(i) for i in out]
+    if len(set(out)) != len(out):
+        raise IdError("duplicate ids in one call")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    rows: np.ndarray      # (n, D+1) float32 view; never written while published
+    ids: np.ndarray       # (n,) object view, parallel to rows
+    dead: np.ndarray      # sorted int64 positions of removed rows (tombstones)
+    max_norm: float       # upper bound of |x| over rows, for the rounding-error bound
+
+    @property
+    def live(self) -> int:
+        return self.rows.shape[0] - self.dead.size
+
+
+def _error_bound(query_norms: np.ndarray, max_norm: float, dim: int) -> np.ndarray:
+    """Upper bound of |float32 score - exact score| for each query (product, rounding of the norm
+    column and of the stored values), with a 4x safety factor on gamma_{D+1}."""
+    gamma = 4.0 * (dim + 2) * _UNIT_ROUNDOFF
+    return gamma * (query_norms * max_norm + max_norm * max_norm + 1e-30)
+
+
+def _select(query: np.ndarray, cand: np.ndarray, approx: np.ndarray, bound: float, k: int,
+            snap: _Snapshot, metric: str) -> tuple[np.ndarray, list[Hashable]]:
+    """Exact top-k of one query among candidate positions whose approximate scores are given."""
+    alive = approx > -np.inf  # tombstoned rows can only slip in when the threshold is -inf
+    cand, approx = cand[alive], approx[alive]
+    if cand.size > k:
+        kth = np.partition(approx, cand.size - k)[cand.size - k]
+        keep = approx >= kth - 2.0 * bound
+        cand = cand[keep]
+    rows = snap.rows[cand, :-1]
+    exact = exact_scores(query[None, :], rows, metric)
+    key = exact if metric == "l2" else -exact
+    if cand.size > k:
+        cut = np.partition(key, k - 1)[k - 1]
+        tie_ok = np.flatnonzero(key <= cut)
+    else:
+        tie_ok = np.arange(cand.size)
+    ids = snap.ids[cand]
+    order = sorted(tie_ok.tolist(), key=lambda i: (key[i], ids[i]))[:k]
+    scores = np.sqrt(exact[order]) if metric == "l2" else exact[order]
+    return scores, [ids[i] for i in order]
+
+
+def _lower_threshold(scores: np.ndarray, k: int) -> np.ndarray:
+    """k-th largest per row of a (Q, m) score matrix (m >= k)."""
+    m = scores.shape[1]
+    return np.partition(scores, m - k, axis=1)[:, m - k]
+
+
+def _search_single(qa: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: int, metric: str,
+                   out: tuple[np.ndarray, np.ndarray]) -> None:
+    n = snap.rows.shape[0]
+    stride = max(1, n // max(_SAMPLE_MIN, 16 * k))
+    for i in range(qa.shape[0]):
+        s = snap.rows @ qa[i]
+        s[snap.dead] = -np.inf
+        sample = s[::stride]
+        thr = _lower_threshold(sample[None, :], min(k, sample.size))[0] if sample.size >= k else -np.inf
+        cand = np.flatnonzero(s >= thr - 2.0 * bounds[i])
+        scores, ids = _select(qa[i, :-1], cand, s[cand], bounds[i], k, snap, metric)
+        out[0][i], out[1][i] = scores, ids
+
+
+def _search_batch(qa: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: int, metric: str,
+                  out: tuple[np.ndarray, np.ndarray]) -> None:
+    n, nq = snap.rows.shape[0], qa.shape[0]
+    # Lower bound of each query's k-th best score from a strided sample, so the scan can discard
+    # almost every score with one comparison.
+    stride = max(1, n // max(_SAMPLE_MIN, 16 * k))
+    sample_pos = np.arange(0, n, stride)
+    if sample_pos.size >= k:
+        sample = qa @ snap.rows[sample_pos].T
+        sample[:, np.isin(sample_pos, snap.dead)] = -np.inf
+        limit = _lower_threshold(sample, k) - 2.0 * bounds
+    else:
+        limit = np.full(nq, -np.inf)
+    limit = limit.astype(np.float32)[:, None]
+    width = max(256, _BLOCK_BYTES // (4 * nq))
+    tile = np.empty(nq * width, dtype=np.float32)
+    mask = np.empty(nq * width, dtype=bool)
+    found_q, found_pos, found_s = [], [], []
+    for start in range(0, n, width):
+        stop = min(n, start + width)
+        w = stop - start
+        s = tile[: nq * w].reshape(nq, w)
+        np.matmul(qa, snap.rows[start:stop].T, out=s)
+        lo, hi = np.searchsorted(snap.dead, [start, stop])
+        if hi > lo:
+            s[:, snap.dead[lo:hi] - start] = -np.inf
+        m = mask[: nq * w].reshape(nq, w)
+        np.greater_equal(s, limit, out=m)
+        hits = np.flatnonzero(m)
+        if hits.size:
+            found_q.append(hits // w)
+            found_pos.append(hits % w + start)
+            found_s.append(s.ravel()[hits])
+    qi = np.concatenate(found_q) if found_q else np.empty(0, np.int64)
+    pos = np.concatenate(found_pos) if found_pos else np.empty(0, np.int64)
+    val = np.concatenate(found_s) if found_s else np.empty(0, np.float32)
+    order = np.argsort(qi, kind="stable")
+    qi, pos, val = qi[order], pos[order], val[order]
+    bounds_at = np.searchsorted(qi, np.arange(nq + 1))
+    for i in range(nq):
+        a, b = bounds_at[i], bounds_at[i + 1]
+        scores, ids = _select(qa[i, :-1], pos[a:b], val[a:b], bounds[i], k, snap, metric)
+        out[0][i], out[1][i] = scores, ids
+
+
+def search_snapshot(snap: _Snapshot, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of validated float32 queries against one snapshot; see FlatIndex.search."""
+    nq, dim = queries.shape
+    kk = min(k, snap.live)
+    scores = np.empty((nq, kk), dtype=np.float64)
+    ids = np.empty((nq, kk), dtype=object)
+    if kk == 0 or nq == 0:
+        return scores, ids
+    qa = np.empty((nq, dim + 1), dtype=np.float32)
+    qa[:, :dim] = queries
+    qa[:, dim] = 1.0 if metric == "l2" else 0.0
+    bounds = _error_bound(np.linalg.norm(queries.astype(np.float64), axis=1), snap.max_norm, dim)
+    path = _search_single if nq <= SINGLE_QUERY_MAX else _search_batch
+    for a in range(0, nq, _QUERY_BLOCK):
+        b = min(nq, a + _QUERY_BLOCK)
+        path(qa[a:b], bounds[a:b], snap, kk, metric, (scores[a:b], ids[a:b]))
+    return scores, ids
+
+
+class FlatIndex:
+    """Exact top-k index over one list's descriptors (ids are str or int, unique per index)."""
+
+    def __init__(self, dim: int = 128, metric: str = "l2", capacity: int = 1024) -> None:
+        if metric not in METRICS:
+            raise MatcherInputError(f"metric must be one of {METRICS}")
+        if dim <= 0:
+            raise DimensionError("dim must be positive")
+        self.dim = dim
+        self.metric = metric
+        self._write = threading.Lock()
+        self._buf = np.empty((max(1, capacity), dim + 1), dtype=np.float32)
+        self._id_buf = np.empty(self._buf.shape[0], dtype=object)
+        self._pos: dict[Hashable, int] = {}
+        self._n = 0
+        self._id_kind: type | None = None
+        self._snap = _Snapshot(self._buf[:0], self._id_buf[:0], np.empty(0, np.int64), 0.0)
+
+    def __len__(self) -> int:
+        return self._snap.live
+
+    def __contains__(self, face_id: object) -> bool:
+        return face_id in self._pos
+
+    def get(self, face_id: Hashable) -> np.ndarray | None:
+        """The stored descriptor of ``face_id`` (a copy), or None."""
+        with self._write:  # positions move on compaction; read them with the writer excluded
+            pos = self._pos.get(face_id)
+            return None if pos is None else self._buf[pos, :-1].copy()
+
+    def add(self, ids: Sequence[Hashable], descriptors: object) -> None:
+        """Insert or replace descriptors (replacing tombstones the old row)."""
+        ids = _check_ids(ids)
+        x = as_descriptors(descriptors, self.dim)
+        if x.shape[0] != len(ids):
+            raise DimensionError(f"{len(ids)} ids for {x.shape[0]} descriptors")
+        if not ids:
+            return
+        kind = type(ids[0])
+        with self._write:
+            if self._id_kind not in (None, kind):
+                raise IdError(f"this index holds {self._id_kind.__name__} ids, got {kind.__name__}")
+            self._id_kind = kind
+            snap = self._snap
+            replaced = [self._pos[i] for i in ids if i in self._pos]
+            dead = np.union1d(snap.dead, np.asarray(replaced, np.int64)) if replaced else snap.dead
+            m, n = len(ids), self._n
+            if n + m > self._buf.shape[0]:
+                self._grow(n + m)
+            self._buf[n:n + m] = augment(x)
+            self._id_buf[n:n + m] = ids
+            self._pos.update(zip(ids, range(n, n + m)))
+            self._n = n + m
+            max_norm = max(snap.max_norm, float(np.sqrt(-2.0 * self._buf[n:n + m, -1].min())))
+            self._publish(dead, max_norm)
+
+    def remove(self, ids: Sequence[Hashable]) -> int:
+        """Remove ids (unknown ids are ignored: removal is idempotent). Returns how many were removed."""
+        with self._write:
+            gone = [self._pos.pop(i) for i in ids if i in self._pos]
+            if gone:
+                self._publish(np.union1d(self._snap.dead, np.asarray(gone, np.int64)), self._snap.max_norm)
+            return len(gone)
+
+    def search(self, queries: object, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k: ``(scores, ids)`` of shape (Q, min(k, len(self))).
+
+        Scores are L2 distances ascending (metric "l2") or inner products descending ("ip"),
+        computed in float64; ties are ordered by id.
+        """
+        if not isinstance(k, (int, np.integer)) or k <= 0:
+            raise MatcherInputError("k must be a positive integer")
+        q = as_descriptors(queries, self.dim, "queries")
+        return search_snapshot(self._snap, q, int(k), self.metric)
+
+    def _grow(self, need: int) -> None:
+        cap = max(need, 2 * self._buf.shape[0])
+        buf = np.empty((cap, self.dim + 1), dtype=np.float32)
+        buf[: self._n] = self._buf[: self._n]
+        id_buf = np.empty(cap, dtype=object)
+        id_buf[: self._n] = self._id_buf[: self._n]
+        self._buf, self._id_buf = buf, id_buf
+
+    def _publish(self, dead: np.ndarray, max_norm: float) -> None:
+        n = self._n
+        if dead.size > max(1024, n // 4):
+            self._compact(dead)
+            return
+        self._snap = _Snapshot(self._buf[:n], self._id_buf[:n], dead, max_norm)
+
+    def _compact(self, dead: np.ndarray) -> None:
+        """Copy live rows into a new buffer (old snapshots keep the old one) and reset positions."""
+        keep = np.ones(self._n, dtype=bool)
+        keep[dead] = False
+        rows, ids = self._buf[: self._n][keep], self._id_buf[: self._n][keep]
+        self._buf = np.empty((max(1024, 2 * rows.shape[0]), self.dim + 1), dtype=np.float32)
+        self._id_buf = np.empty(self._buf.shape[0], dtype=object)
+        self._n = rows.shape[0]
+        self._buf[: self._n] = rows
+        self._id_buf[: self._n] = ids
+        self._pos = dict(zip(ids.tolist(), range(self._n)))
+        max_norm = float(np.sqrt(-2.0 * rows[:, -1].min())) if self._n else 0.0
+        self._snap = _Snapshot(self._buf[: self._n], self._id_buf[: self._n], np.empty(0, np.int64), max_norm)
