@@ -111,6 +111,8 @@ class ListCache:
         if not isinstance(k, (int, np.integer)) or k <= 0:
             raise MatcherInputError("k must be a positive integer")
         indexes = [ix for ix in (self._indexes.get(lid) for lid in list_ids) if ix is not None]
+        if not indexes:
+            return np.empty((q.shape[0], 0)), np.empty((q.shape[0], 0), dtype=object)
         if len(indexes) == 1:
             return indexes[0].search(q, k)
         parts = [ix.search(q, k) for ix in indexes]

@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import matcher.index as mi
+from matcher.index import DimensionError, FlatIndex, IdError, MatcherInputError, NonFiniteError
+from tests.matcher.reference import brute_force
+
+
+def _random(n: int, seed: int, dim: int = 128) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x * np.float32(1.4 / np.sqrt(dim))  # dlib-like norms around 1.4
+
+
+@pytest.fixture(params=["default", "tiny_blocks"])
+def blocks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the batch path both with one tile and with many tiles and a small threshold sample."""
+    if request.param == "tiny_blocks":
+        monkeypatch.setattr(mi, "_BLOCK_BYTES", 1 << 14)
+        monkeypatch.setattr(mi, "_SAMPLE_MIN", 64)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+@pytest.mark.parametrize("n", [3, 700, 20000])
+def test_exact_topk_random(blocks: None, metric: str, n: int) -> None:
+    x = _random(n, n)
+    x[n // 2: n // 2 + 3] = x[0]  # exact duplicates: ties must be ordered by id
+    ids = [f"face-{i:06d}" for i in range(n)][::-1]
+    index = FlatIndex(128, metric)
+    index.add(ids, x)
+    removed = set(ids[1::5])
+    index.remove(list(removed))
+    live = [i for i in range(n) if ids[i] not in removed]
+    for nq in (1, mi.SINGLE_QUERY_MAX + 1, 40):
+        queries = _random(nq, 7 + nq)
+        queries[0] = x[0]
+        scores, got = index.search(queries, 10)
+        ref_s, ref_i = brute_force(x[live], [ids[i] for i in live], queries, 10, metric)
+        assert [list(r) for r in got] == ref_i
+        np.testing.assert_allclose(scores, ref_s, rtol=1e-12, atol=1e-12)
+
+
+def test_exact_topk_real_descriptors(real_descriptors: tuple[np.ndarray, list[str]]) -> None:
+    x, who = real_descriptors
+    norms = np.linalg.norm(x, axis=1)
+    assert 0.5 < norms.min() and norms.max() < 2.0  # real dlib output, not unit-norm
+    ids = list(range(len(x)))
+    index = FlatIndex(128, "l2")
+    index.add(ids, x)
+    for k in (1, 5, len(x)):
+        scores, got = index.search(x, k)
+        ref_s, ref_i = brute_force(x, ids, x, k, "l2")
+        assert [list(r) for r in got] == ref_i
+        np.testing.assert_allclose(scores, ref_s, rtol=1e-12, atol=1e-12)
+    # Descriptors of one person cluster: the nearest other face is mostly the same person.
+    _, nn = index.search(x, 2)
+    same = np.mean([who[int(row[1])] == who[i] for i, row in enumerate(nn)])
+    assert same > 0.8
+
+
+def test_upsert_get_len_and_compaction() -> None:
+    x = _random(5000, 1)
+    ids = list(range(5000))
+    index = FlatIndex()
+    index.add(ids, x)
+    index.add([3], x[10])  # replace
+    np.testing.assert_array_equal(index.get(3), x[10])
+    assert len(index) == 5000 and index.get(99999) is None
+    removed = ids[:3000]
+    assert index.remove(removed + [123456]) == 3000  # crosses the compaction threshold
+    assert index._snap.dead.size == 0 and len(index) == 2000
+    assert index.remove(removed) == 0
+    queries = _random(20, 2)
+    _, got = index.search(queries, 7)
+    _, ref = brute_force(x[3000:], ids[3000:], queries, 7, "l2")
+    assert [list(r) for r in got] == ref
+
+
+def test_fewer_live_than_k() -> None:
+    index = FlatIndex(4)
+    index.add(["a", "b", "c"], np.eye(3, 4))
+    index.remove(["b"])
+    scores, ids = index.search(np.ones((2, 4)), 10)
+    assert scores.shape == (2, 2) and set(ids[0]) == {"a", "c"}
+    index.remove(["a", "c"])
+    assert index.search(np.ones(4), 3)[1].shape == (1, 0)
+
+
+def test_bad_input_raises_clear_errors() -> None:
+    index = FlatIndex(128)
+    with pytest.raises(DimensionError):
+        index.add([1], np.zeros(127))
+    with pytest.raises(DimensionError):
+        index.add([1, 2], np.zeros((3, 128)))
+    bad = np.zeros(128)
+    bad[5] = np.nan
+    with pytest.raises(NonFiniteError):
+        index.add([1], bad)
+    bad[5] = np.inf
+    with pytest.raises(NonFiniteError):
+        index.search(bad, 1)
+    with pytest.raises(DimensionError):
+        index.search(np.zeros((2, 64)), 1)
+    with pytest.raises(IdError):
+        index.add([1, 1], np.zeros((2, 128)))
+    with pytest.raises(IdError):
+        index.add([1, "x"], np.zeros((2, 128)))
+    index.add([1], np.zeros(128))
+    with pytest.raises(IdError):
+        index.add(["y"], np.zeros(128))
+    with pytest.raises(MatcherInputError):
+        index.search(np.zeros(128), 0)
+    with pytest.raises(MatcherInputError):
+        index.add([2], [["not", "numbers"] * 64])
+    assert issubclass(MatcherInputError, ValueError)
+    assert len(index) == 1  # failed calls changed nothing
+
+
+def test_concurrent_remove_never_visible_after_return() -> None:
+    """A writer keeps adding faces right at the query and removing them; searches started after a
+    remove() returned must never see those ids, and never see a half-applied change."""
+    base = _random(30000, 3)
+    index = FlatIndex()
+    index.add([f"base-{i}" for i in range(len(base))], base)
+    query = _random(4, 4)
+    removed: set[str] = set()
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def writer() -> None:
+        for round_ in range(300):
+            batch = [f"hot-{round_}-{j}" for j in range(8)]
+            index.add(batch, np.repeat(query[:1], 8, axis=0) + 1e-3 * np.arange(8)[:, None])
+            index.remove(batch)
+            removed.update(batch)  # only after remove() returned
+        stop.set()
+
+    def reader(nq: int) -> None:
+        while not stop.is_set():
+            gone = set(removed)
+            scores, ids = index.search(query[:nq], 12)
+            flat = [i for row in ids for i in row]
+            if gone.intersection(flat):
+                errors.append(f"removed ids returned: {gone.intersection(flat)}")
+            hot = [i for i in ids[0] if i.startswith("hot-")]
+            if len({i.rsplit("-", 1)[0] for i in hot}) > 1 or len(hot) not in (0, 8):
+                errors.append(f"half-applied batch seen: {hot}")
+            if any(len(set(row)) != len(row) for row in ids) or (np.diff(scores, axis=1) < 0).any():
+                errors.append("duplicate or unsorted results")
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader, args=(nq,)) for nq in (1, 4)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:3]
+    assert time.monotonic() - t0 < 120
+    _, ids = index.search(query, 12)
+    assert not any(i.startswith("hot-") for row in ids for i in row)
