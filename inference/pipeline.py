@@ -1,0 +1,63 @@
+"""Face pipeline without any web framework: detect -> 5 landmarks -> aligned chip -> descriptor.
+
+Used by the Celery ``gpu`` tasks and by the benches. Every stage takes a batch of images and
+keeps per-image lists, so the networks see whole batches (all faces of all images at once for
+the descriptor) while callers still get results image by image. Models come from
+``inference.registry``, loaded once per worker process.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from inference import registry
+from inference.align import face_chips
+from inference.types import Detection
+
+
+@dataclass
+class Face:
+    detection: Detection
+    landmarks5: np.ndarray  # (5, 2) float32, source pixels
+    chip: np.ndarray  # (150, 150, 3) uint8 aligned sample ("warp")
+    descriptor: np.ndarray  # (128,) float32
+
+
+def detect(images: list[np.ndarray]) -> list[list[Detection]]:
+    """Faces in each RGB uint8 image (the registry's ``face_detector``)."""
+    if not images:
+        return []
+    return registry.get("face_detector").detect(images)
+
+
+def landmarks5(images: list[np.ndarray], detections: list[list[Detection]]) -> list[np.ndarray]:
+    """(N_i, 5, 2) landmarks per image, from dlib's 5-point predictor run in each detection box."""
+    predictor = registry.get("face_landmarks5")
+    return [predictor.predict_many(image, [d.box for d in dets]) for image, dets in zip(images, detections)]
+
+
+def warp(images: list[np.ndarray], landmarks: list[np.ndarray]) -> list[np.ndarray]:
+    """(N_i, 150, 150, 3) aligned chips per image."""
+    return [face_chips(image, points) for image, points in zip(images, landmarks)]
+
+
+def extract(chips: list[np.ndarray]) -> list[np.ndarray]:
+    """(N_i, 128) descriptors per image; all images' chips go through the network as one batch."""
+    counts = [len(c) for c in chips]
+    if sum(counts) == 0:
+        return [np.zeros((0, 128), dtype=np.float32) for _ in chips]
+    descriptors = registry.get("face_descriptor").extract(np.concatenate([c for c in chips if len(c)]))
+    return np.split(descriptors, np.cumsum(counts)[:-1])
+
+
+def process(images: list[np.ndarray]) -> list[list[Face]]:
+    """The whole pipeline for a batch of images: every detected face with its descriptor."""
+    detections = detect(images)
+    points = landmarks5(images, detections)
+    chips = warp(images, points)
+    descriptors = extract(chips)
+    return [
+        [Face(d, p, c, v) for d, p, c, v in zip(dets, pts, chs, descs)]
+        for dets, pts, chs, descs in zip(detections, points, chips, descriptors)
+    ]

@@ -1,0 +1,125 @@
+"""SDK/raw descriptor formats, aggregation and the distance -> similarity map."""
+from __future__ import annotations
+
+import base64
+import struct
+
+import numpy as np
+import pytest
+
+from inference.descriptor_format import (
+    DEFAULT_DISTANCE_THRESHOLD,
+    DEFAULT_SIMILARITY_THRESHOLD,
+    DESCRIPTOR_VERSION,
+    SIGNATURE,
+    DescriptorFormatError,
+    aggregate,
+    decode_base64,
+    decode_raw,
+    distance_for_similarity,
+    encode_raw,
+    pack,
+    similarity,
+    unpack,
+)
+
+
+@pytest.fixture()
+def vector() -> np.ndarray:
+    return np.random.default_rng(7).normal(0, 0.12, 128).astype(np.float32)
+
+
+def test_sdk_layout_and_round_trip(vector: np.ndarray) -> None:
+    data = pack(vector)
+    assert len(data) == 8 + 4 * 128
+    assert data[:4] == SIGNATURE
+    assert struct.unpack("<I", data[4:8])[0] == DESCRIPTOR_VERSION
+    version, back = unpack(data)
+    assert version == DESCRIPTOR_VERSION and back.dtype == np.float32
+    assert back.tobytes() == vector.tobytes()
+    assert pack(back) == data  # bytes-identical
+
+
+def test_raw_round_trip(vector: np.ndarray) -> None:
+    text = encode_raw(vector)
+    assert base64.b64decode(text) == vector.astype("<f4").tobytes()
+    back = decode_raw(text)
+    assert back.tobytes() == vector.tobytes()
+    assert encode_raw(back) == text
+
+
+def test_decode_base64_accepts_both_formats(vector: np.ndarray) -> None:
+    sdk = base64.b64encode(pack(vector)).decode()
+    assert decode_base64(sdk)[1].tobytes() == vector.tobytes()
+    assert decode_base64(encode_raw(vector))[1].tobytes() == vector.tobytes()
+
+
+def test_unknown_version_and_bad_signature(vector: np.ndarray) -> None:
+    data = bytearray(pack(vector))
+    data[4:8] = struct.pack("<I", 56)
+    with pytest.raises(DescriptorFormatError, match="unknown descriptor version 56"):
+        unpack(bytes(data))
+    with pytest.raises(DescriptorFormatError, match="signature"):
+        unpack(b"XXXX" + pack(vector)[4:])
+    with pytest.raises(DescriptorFormatError, match="unknown descriptor version"):
+        pack(vector, version=7)
+
+
+@pytest.mark.parametrize("cut", [0, 5, 8, 8 + 511, 8 + 513])
+def test_wrong_lengths(vector: np.ndarray, cut: int) -> None:
+    data = (pack(vector) + b"\0")[:cut]
+    with pytest.raises(DescriptorFormatError):
+        unpack(data)
+
+
+def test_raw_errors(vector: np.ndarray) -> None:
+    with pytest.raises(DescriptorFormatError, match="base64"):
+        decode_raw("not base64 !!")
+    with pytest.raises(DescriptorFormatError, match="512 bytes"):
+        decode_raw(base64.b64encode(vector.tobytes()[:-4]))
+    with pytest.raises(DescriptorFormatError, match="128 values"):
+        encode_raw(vector[:100])
+
+
+def test_nan_rejected(vector: np.ndarray) -> None:
+    bad = vector.copy()
+    bad[3] = np.nan
+    with pytest.raises(DescriptorFormatError, match="NaN"):
+        pack(bad)
+    raw = bytearray(pack(vector))
+    raw[8:12] = np.array([np.inf], dtype="<f4").tobytes()
+    with pytest.raises(DescriptorFormatError, match="NaN or infinite"):
+        unpack(bytes(raw))
+
+
+def test_aggregate_is_normalised_mean() -> None:
+    rng = np.random.default_rng(3)
+    person = rng.normal(0, 0.12, 128)
+    samples = np.stack([person + rng.normal(0, 0.04, 128) for _ in range(6)]).astype(np.float32)
+    samples[0] *= 3  # a larger norm must not pull the mean towards that sample
+    agg = aggregate(samples)
+    assert agg.shape == (128,) and agg.dtype == np.float32
+    unit = samples / np.linalg.norm(samples, axis=1, keepdims=True)
+    expected_dir = unit.mean(axis=0) / np.linalg.norm(unit.mean(axis=0))
+    assert np.allclose(agg / np.linalg.norm(agg), expected_dir, atol=1e-6)
+    assert np.isclose(np.linalg.norm(agg), np.linalg.norm(samples, axis=1).mean(), rtol=1e-5)
+    # the aggregate is closer to the person than a typical single sample is
+    cos = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)  # noqa: E731
+    assert cos(agg, person) > np.mean([cos(s, person) for s in samples])
+    assert np.allclose(aggregate(samples[1:2]), samples[1], atol=1e-6)
+    with pytest.raises(DescriptorFormatError):
+        aggregate(np.zeros((0, 128)))
+    with pytest.raises(DescriptorFormatError):
+        aggregate(np.zeros((2, 128)))
+
+
+def test_similarity_is_monotone_and_calibrated() -> None:
+    d = np.linspace(0, 2, 401)
+    s = similarity(d)
+    assert np.all(np.diff(s) < 0)
+    assert np.all((s >= 0) & (s <= 1))
+    assert similarity(DEFAULT_DISTANCE_THRESHOLD) == pytest.approx(DEFAULT_SIMILARITY_THRESHOLD)
+    assert similarity(0.0) > 0.99 and similarity(1.2) < 0.01
+    for value in (0.1, 0.5, 0.9):
+        assert similarity(distance_for_similarity(value)) == pytest.approx(value)
+    assert similarity(1e6) == 0.0  # no overflow
