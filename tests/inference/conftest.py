@@ -67,12 +67,13 @@ def reference_faces(faces_dir: Path, dlib_reference: dict[str, Any]) -> list[tup
     paths = (
         sorted((faces_dir / "lfw_dev").glob("*/*.jpg"))[:24]
         + sorted((faces_dir / "multi").glob("dlib_*.jpg"))[:3]
-        + sorted((faces_dir / "face_recognition").glob("*/*.jpg"))[:6]
+        + sorted((faces_dir / "face_recognition").glob("*/*.jpg"))
     )
     out = []
     for path in paths:
         image = load_rgb(path)
-        for rect in dlib_reference["hog"](image, 1):
+        upsample = 1 if max(image.shape) < 800 else 0  # small faces need it; big photos would be slow
+        for rect in dlib_reference["hog"](image, upsample):
             out.append((image, dlib_reference["shape"](image, rect)))
     assert len(out) >= 40
     return out
