@@ -31,6 +31,7 @@ venv-dev: $(VENV)/.installed-dev
 
 run: venv
 	$(BIN)/facegate db upgrade
+	$(BIN)/facegate buckets create
 	@$(BIN)/facegate banner
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 from app.settings import current
@@ -70,5 +71,8 @@ timezone = "UTC"
 enable_utc = True
 
 # Periodic tasks (cron schedules) live here beside the routes.
-beat_schedule: dict = {}
+beat_schedule: dict = {
+    # Expired objects on local disk; the task's lock keeps it to one worker however many run.
+    "storage-cleanup": {"task": "storage.cleanup", "schedule": crontab(hour=1, minute=0)},
+}
 beat_schedule_filename = str(Path(_s.data_dir) / "celerybeat-schedule")

@@ -156,3 +156,44 @@ def flower() -> None:
         # platform on loopback, production sets flower_basic_auth.
         env["FLOWER_UNAUTHENTICATED_API"] = "true"
     os.execvpe(args[0], args, env)
+
+
+@main.group()
+def buckets() -> None:
+    """Image store buckets."""
+
+
+def _store_call(func: Any, *args: Any, **kwargs: Any) -> Any:
+    from app.errors import APIError
+
+    try:
+        return func(*args, **kwargs)
+    except APIError as exc:
+        raise click.ClickException(exc.detail) from exc
+
+
+@buckets.command("create")
+@click.option("--bucket-ttl", type=int, default=None,
+              help="default TTL in days for every platform bucket, new or existing "
+                   "(1-7, 14, 30, 60, 90, 180, 365 or -1); without it only new buckets get bucket_ttl_days")
+def buckets_create(bucket_ttl: int | None) -> None:
+    """Create the platform's buckets that are missing; safe to run again."""
+    from app.services import image_store
+
+    created = _store_call(image_store.create_platform_buckets, bucket_ttl)
+    for name, new in created.items():
+        ttl = "" if bucket_ttl is None else f", ttl {bucket_ttl}"
+        click.echo(f"{'created' if new else 'exists '} {name}{ttl}")
+
+
+@buckets.command("migrate-s3")
+@click.argument("bucket")
+@click.option("--no-tagging", is_flag=True, help="only add the lifecycle rules; leave existing objects "
+                                                 "untagged (the bucket TTL then never applies to them)")
+def buckets_migrate_s3(bucket: str, no_tagging: bool) -> None:
+    """Make TTLs work on an S3 bucket made elsewhere: add the vl-expire-<ttl> lifecycle rules and tag
+    existing objects with the bucket's default TTL."""
+    from app.services import image_store
+
+    rules, tagged = _store_call(image_store.migrate_s3, bucket, tag_existing=not no_tagging)
+    click.echo(f"{bucket}: {rules} lifecycle rules added, {tagged} objects tagged")

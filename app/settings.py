@@ -98,6 +98,8 @@ SETTINGS: list[Setting] = [
     Setting("s3_secret_key", str, "", "S3 secret key", secret=True),
     Setting("s3_signature_version", str, "s3v4", "S3 request signature version"),
     Setting("s3_verify_ssl", bool, True, "verify the S3 server's TLS certificate"),
+    Setting("s3_bucket_prefix", str, "", "prefix of every bucket name on the S3 server, so several "
+            "installations can share one S3 account; the API shows names without it"),
     Setting("bucket_ttl_days", int, -1, "default object TTL for buckets created without one "
             "(-1: keep forever)"),
     # faces, lists, temporary attributes

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from flask_smorest import Api
 
-from app.resources import accounts, system, tokens
+from app.resources import accounts, buckets, images, objects, samples, system, tokens
 
-BLUEPRINTS = [system.blp, accounts.blp, tokens.blp]
+BLUEPRINTS = [system.blp, accounts.blp, tokens.blp, images.blp, objects.blp, samples.faces_blp,
+              samples.bodies_blp, buckets.blp]
 
 
 def register(api: Api) -> None:

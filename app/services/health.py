@@ -9,6 +9,7 @@ from typing import Callable
 from sqlalchemy import text
 
 from app import db, settings
+from app.services import image_store
 
 
 def check_database() -> None:
@@ -39,22 +40,13 @@ def check_result_backend() -> None:
 
 
 def check_image_store() -> None:
+    """The store answers, its root is writable (local), and the platform's buckets exist."""
     s = settings.current()
-    if s.storage_type == "local":
-        path = s.effective_storage_path
-        path.mkdir(parents=True, exist_ok=True)
-        if not os.access(path, os.W_OK):
-            raise OSError(f"{path} is not writable")
-    else:
-        import boto3
-        from botocore.config import Config
-
-        client = boto3.client("s3", endpoint_url=s.s3_endpoint_url or None, region_name=s.s3_region,
-                              aws_access_key_id=s.s3_access_key or None,
-                              aws_secret_access_key=s.s3_secret_key or None, verify=s.s3_verify_ssl,
-                              config=Config(signature_version=s.s3_signature_version, connect_timeout=3,
-                                            retries={"max_attempts": 1}))
-        client.list_buckets()
+    missing = image_store.missing_platform_buckets()  # lists the buckets: S3 or the local root answers
+    if s.storage_type == "local" and not os.access(s.effective_storage_path, os.W_OK):
+        raise OSError(f"{s.effective_storage_path} is not writable")
+    if missing:
+        raise LookupError(f"missing buckets {missing}; run `facegate buckets create`")
 
 
 CHECKS: dict[str, Callable[[], None]] = {
