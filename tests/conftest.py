@@ -23,7 +23,8 @@ REDIS_HOST = os.environ.get("FACEGATE_TEST_REDIS", "redis://127.0.0.1:6379")
 
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
 _worker_index = int(_worker[2:]) if _worker[2:].isdigit() else 0
-TEST_DB = f"facegate_test_{_worker}"
+# The pid keeps concurrent runs on one machine (two developers, a CI run) out of each other's way.
+TEST_DB = f"facegate_test_{_worker}_{os.getpid()}"
 PG_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + TEST_DB
 REDIS_URL = f"{REDIS_HOST}/{1 + _worker_index}"
 DATA_DIR = tempfile.mkdtemp(prefix=f"facegate-test-{_worker}-")
@@ -39,18 +40,26 @@ os.environ.update({
 os.environ.pop("FACEGATE_CONFIG", None)
 
 
-def _recreate_database() -> None:
+def _admin(*statements: str) -> None:
     from sqlalchemy import create_engine, text
 
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{TEST_DB}"'))
+        for statement in statements:
+            conn.execute(text(statement))
     admin.dispose()
 
 
+def _recreate_database() -> None:
+    _admin(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)', f'CREATE DATABASE "{TEST_DB}"')
+
+
+def _drop_database() -> None:
+    _admin(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
-def database() -> str:
+def database() -> Iterator[str]:
     """A migrated, empty PostgreSQL database for this test process."""
     from alembic import command
 
@@ -58,7 +67,11 @@ def database() -> str:
 
     _recreate_database()
     command.upgrade(_alembic_config(), "head")
-    return PG_URL
+    yield PG_URL
+    from app.db import dispose_all
+
+    dispose_all()
+    _drop_database()
 
 
 @pytest.fixture(scope="session")

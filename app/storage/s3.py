@@ -101,6 +101,7 @@ class S3Store(ObjectStore):
         verify_ssl: bool = True,
         bucket_prefix: str = "",
         addressing_style: str = "path",
+        connect_timeout_s: float = 5.0,
         clock: Clock = utc_now,
     ) -> None:
         """``bucket_prefix`` is prepended to every bucket name on the server (several deployments
@@ -126,6 +127,9 @@ class S3Store(ObjectStore):
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
                 retries={"mode": "standard", "max_attempts": 3},
+                # An unreachable S3 must fail a request (and the health check) in seconds, not minutes.
+                connect_timeout=connect_timeout_s,
+                read_timeout=max(30.0, connect_timeout_s),
             ),
         )
 
