@@ -9,8 +9,8 @@ background and hair weigh little):
   variance-of-Laplacian focus measure, Pech-Pacheco et al. 2000). BLUR_K = 100 grey levels^2, the
   usual "blurry below" cut-off of that measure, maps to 0.5.
 - ``darkness`` = 1 - mean(clip((DARK_LEVEL - Y) / DARK_LEVEL, 0, 1)): how far pixels sink below
-  DARK_LEVEL = 64 (a quarter of the range), averaged; 1 when no pixel is that dark.
-- ``lightness`` = 1 - mean(clip((Y - LIGHT_LEVEL) / (255 - LIGHT_LEVEL), 0, 1)), LIGHT_LEVEL = 192:
+  DARK_LEVEL = 100 (well below mid-grey), averaged; 1 when no pixel is that dark.
+- ``lightness`` = 1 - mean(clip((Y - LIGHT_LEVEL) / (255 - LIGHT_LEVEL), 0, 1)), LIGHT_LEVEL = 170:
   the same for over-exposure.
 - ``illumination`` = min(Y_left, Y_right) / max(Y_left, Y_right): mean luma of the face's two
   halves (the chip is aligned, so the midline is the chip's vertical centre line); 1 = evenly lit,
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 BLUR_K = 100.0
-DARK_LEVEL = 64.0
-LIGHT_LEVEL = 192.0
+DARK_LEVEL = 100.0
+LIGHT_LEVEL = 170.0
 SPECULAR_MIN = 240.0
 SPECULAR_MAX_CHROMA = 0.15
 # Face ellipse in chip coordinates (fractions of the side): centre and semi-axes. With dlib's
