@@ -1,26 +1,13 @@
-"""Similarity in [0, 1] from the L2 distance between two dlib 128-d face descriptors.
+"""Distance -> similarity for matcher results.
 
-dlib trained its metric network so that two faces are the same person when their descriptors are
-closer than 0.6 (the margin threshold stored in the .dat, see shared/notes/dlib-dnn-format.md).
-The mapping ``1 / (1 + (d / 0.6) ** 4)`` is 1 for identical descriptors, exactly 0.5 at that
-threshold and falls towards 0 for far descriptors, strictly decreasing in ``d``; hence the default
-similarity threshold 0.5 reproduces dlib's own decision rule, and ranking by similarity equals
-ranking by distance. The exponent only sets how spread out the scores are on each side of 0.5
-(same-person pairs sit around d = 0.3-0.5, i.e. similarity 0.94-0.67; different people around
-d = 0.7-1.0, i.e. 0.35-0.07).
+The mapping is calibrated per descriptor version, so it lives with the descriptor format in
+``inference.descriptor_format`` (a logistic in the L2 distance, exactly 0.5 at the version's
+default distance threshold 0.614); the matcher re-exports it rather than keeping a second copy.
+Ranking by similarity equals ranking by distance because the map is strictly decreasing.
 """
 from __future__ import annotations
 
-import numpy as np
+from inference.descriptor_format import (DEFAULT_DISTANCE_THRESHOLD, DEFAULT_SIMILARITY_THRESHOLD,
+                                         distance_for_similarity, similarity)
 
-DISTANCE_THRESHOLD = 0.6
-SIMILARITY_THRESHOLD = 0.5
-_SHARPNESS = 4.0
-
-
-def similarity(distance: np.ndarray | float) -> np.ndarray:
-    """Map L2 distances (>= 0) to similarities in [0, 1]; ``SIMILARITY_THRESHOLD`` <=> 0.6."""
-    d = np.asarray(distance, dtype=np.float64)
-    if (d < 0).any() or not np.isfinite(d).all():
-        raise ValueError("distances must be finite and non-negative")
-    return 1.0 / (1.0 + (d / DISTANCE_THRESHOLD) ** _SHARPNESS)
+__all__ = ["DEFAULT_DISTANCE_THRESHOLD", "DEFAULT_SIMILARITY_THRESHOLD", "distance_for_similarity", "similarity"]

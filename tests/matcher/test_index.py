@@ -8,6 +8,7 @@ import pytest
 
 import matcher.index as mi
 from matcher.index import DimensionError, FlatIndex, IdError, MatcherInputError, NonFiniteError
+from matcher.similarity import DEFAULT_DISTANCE_THRESHOLD, DEFAULT_SIMILARITY_THRESHOLD, similarity
 from tests.matcher.reference import brute_force
 
 
@@ -56,10 +57,14 @@ def test_exact_topk_real_descriptors(real_descriptors: tuple[np.ndarray, list[st
         ref_s, ref_i = brute_force(x, ids, x, k, "l2")
         assert [list(r) for r in got] == ref_i
         np.testing.assert_allclose(scores, ref_s, rtol=1e-12, atol=1e-12)
-    # Descriptors of one person cluster: the nearest other face is mostly the same person.
-    _, nn = index.search(x, 2)
-    same = np.mean([who[int(row[1])] == who[i] for i, row in enumerate(nn)])
-    assert same > 0.8
+    # Descriptors of one person cluster: the nearest other face is mostly the same person, and
+    # the similarity of matcher distances keeps the ranking and the model's decision threshold.
+    dist, nn = index.search(x, 2)
+    same = np.array([who[int(row[1])] == who[i] for i, row in enumerate(nn)])
+    assert same.mean() > 0.8
+    sim = similarity(index.search(x, len(x))[0])
+    assert (np.diff(sim, axis=1) <= 0).all() and (0 <= sim).all() and (sim <= 1).all()
+    assert ((similarity(dist[:, 1]) >= DEFAULT_SIMILARITY_THRESHOLD) == (dist[:, 1] < DEFAULT_DISTANCE_THRESHOLD)).all()
 
 
 def test_upsert_get_len_and_compaction() -> None:
