@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from flask_smorest import Api
 
-from app.resources import accounts, buckets, images, objects, samples, system, tokens
+from app.resources import accounts, attributes, buckets, faces, images, lists, objects, samples, system, tokens
 
 BLUEPRINTS = [system.blp, accounts.blp, tokens.blp, images.blp, objects.blp, samples.faces_blp,
-              samples.bodies_blp, buckets.blp]
+              samples.bodies_blp, buckets.blp, attributes.blp, faces.blp, lists.blp]
 
 
 def register(api: Api) -> None:

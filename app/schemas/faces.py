@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import ValidationError, fields, validate, validates_schema
+from webargs.fields import DelimitedList
+
+from app.schemas.attributes import BasicAttributesSchema, DescriptorInSchema, DescriptorOutSchema, ExternalDataSchema
+from app.schemas.common import PaginationArgs, StrictSchema
+
+MAX_LISTS_PER_FACE = 64
+MAX_FILTER_IDS = 1000
+
+EXTERNAL_ID = validate.Length(max=64)
+USER_DATA = validate.Length(max=128)
+AVATAR = validate.Length(max=256)
+
+
+class FaceCreateSchema(ExternalDataSchema):
+    attribute_id = fields.UUID(metadata={"description": "copy descriptors, basic attributes and samples "
+                                                        "from this temporary attribute"})
+    external_id = fields.String(load_default=None, validate=EXTERNAL_ID)
+    user_data = fields.String(load_default="", validate=USER_DATA)
+    event_id = fields.UUID(load_default=None)
+    avatar = fields.String(load_default="", validate=AVATAR)
+    list_ids = fields.List(fields.UUID(), load_default=list, validate=validate.Length(max=MAX_LISTS_PER_FACE))
+
+    @validates_schema
+    def _one_source(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("attribute_id") and any(data.get(k) for k in ("descriptors", "basic_attributes", "sample_ids")):
+            raise ValidationError("give either attribute_id or descriptors/basic_attributes/sample_ids", "attribute_id")
+
+
+class FaceBatchCreateSchema(StrictSchema):
+    faces = fields.List(fields.Nested(FaceCreateSchema), required=True, validate=validate.Length(min=1),
+                        metadata={"description": "at most `faces_batch_max` faces, created all or none"})
+
+
+class FaceCreatedSchema(StrictSchema):
+    face_id = fields.UUID()
+    external_id = fields.String(allow_none=True)
+
+
+class FaceBatchCreatedSchema(StrictSchema):
+    faces = fields.List(fields.Nested(FaceCreatedSchema))
+
+
+class FacePatchSchema(StrictSchema):
+    external_id = fields.String(allow_none=True, validate=EXTERNAL_ID)
+    user_data = fields.String(validate=USER_DATA)
+    event_id = fields.UUID(allow_none=True)
+    avatar = fields.String(validate=AVATAR)
+    basic_attributes = fields.Nested(BasicAttributesSchema, allow_none=True)
+    descriptors = fields.List(fields.Nested(DescriptorInSchema), validate=validate.Length(min=1, max=8),
+                              metadata={"description": "add or replace the descriptor of each given version"})
+
+
+class FaceSchema(StrictSchema):
+    face_id = fields.UUID()
+    account_id = fields.UUID()
+    external_id = fields.String(allow_none=True)
+    user_data = fields.String()
+    event_id = fields.UUID(allow_none=True)
+    avatar = fields.String()
+    create_time = fields.DateTime()
+    lists = fields.List(fields.UUID())
+    basic_attributes = fields.Nested(BasicAttributesSchema, allow_none=True)
+    descriptor_versions = fields.List(fields.Integer())
+    sample_ids = fields.List(fields.UUID())
+
+
+class FaceFilterArgs(StrictSchema):
+    face_ids = DelimitedList(fields.UUID(), validate=validate.Length(max=MAX_FILTER_IDS),
+                             metadata={"description": "comma-separated face ids"})
+    external_ids = DelimitedList(fields.String(validate=EXTERNAL_ID), validate=validate.Length(max=MAX_FILTER_IDS),
+                                 metadata={"description": "comma-separated external ids"})
+    user_data = fields.String(validate=USER_DATA, metadata={"description": "substring of user_data"})
+    list_id = fields.UUID(metadata={"description": "faces attached to this list"})
+    create_time__gte = fields.AwareDateTime()
+    create_time__lt = fields.AwareDateTime()
+    face_id__gte = fields.UUID()
+    face_id__lt = fields.UUID()
+    account_id = fields.UUID(metadata={"description": "advanced users: another account's faces"})
+
+
+class FaceListArgs(FaceFilterArgs, PaginationArgs):
+    pass
+
+
+class FaceListSchema(StrictSchema):
+    faces = fields.List(fields.Nested(FaceSchema))
+    page = fields.Integer()
+    page_size = fields.Integer()
+
+
+class FaceCountSchema(StrictSchema):
+    faces_count = fields.Integer()
+
+
+class FaceIdsSchema(StrictSchema):
+    face_ids = fields.List(fields.UUID(), required=True, validate=validate.Length(min=1),
+                           metadata={"description": "at most `faces_batch_max` ids"})
+
+
+class DescriptorVersionArgs(StrictSchema):
+    version = fields.Integer(validate=validate.Range(min=1))
+
+
+class FaceDescriptorsSchema(StrictSchema):
+    face_id = fields.UUID()
+    descriptors = fields.List(fields.Nested(DescriptorOutSchema))
