@@ -32,7 +32,7 @@ import numpy as np
 METRICS = ("l2", "ip")
 # Query counts up to this run one matrix-vector product per query; above it the blocked
 # matrix-matrix scan wins (measured crossover, see docs/matcher.md and bench/matcher.py).
-SINGLE_QUERY_MAX = 2
+SINGLE_QUERY_MAX = 3
 # Size of the (queries x rows) score tile of the batch scan: OpenBLAS only reaches full speed on
 # wide products (K is only 128), and the comparison pass over the tile is cheap next to it.
 _BLOCK_BYTES = 32 << 20
@@ -166,8 +166,9 @@ def _search_single(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: 
             s += snap.bias
         s[snap.dead] = -np.inf
         sample = s[::stride]
-        thr = _lower_threshold(sample[None, :], min(k, sample.size))[0] if sample.size >= k else -np.inf
-        cand = np.flatnonzero(s >= thr - 2.0 * bounds[i])
+        thr = _lower_threshold(sample[None, :], k)[0] if sample.size >= k else -np.inf
+        # float32 limit: a float64 one would make the comparison upcast all n scores
+        cand = np.flatnonzero(s >= np.float32(thr - 2.0 * bounds[i]))
         scores, ids = _select(queries[i], cand, s[cand], bounds[i], k, snap, metric)
         out[0][i], out[1][i] = scores, ids
 
