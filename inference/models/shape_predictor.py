@@ -78,5 +78,5 @@ class ShapePredictor:
 
 
 def load(device: str = "cpu") -> ShapePredictor:
-    """Registry loader for ``face_landmarks5``; numpy on the CPU whatever the device (0.1 ms/face)."""
+    """Registry loader for ``face_landmarks5``; numpy on the CPU whatever the device (the trees are tiny)."""
     return ShapePredictor(read_shape_predictor(face_recognition_models_file(MODEL_FILE)))
