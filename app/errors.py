@@ -75,6 +75,11 @@ ERRORS: dict[str, ErrorCode] = {
     "face_limit_reached": ErrorCode(20005, 403, "Face limit of the installation reached"),
     "descriptor_not_found": ErrorCode(20006, 404, "Descriptor not found"),
     "attributes_unavailable": ErrorCode(20007, 503, "Attribute storage unavailable"),
+    # matcher and verifiers
+    "bad_reference": ErrorCode(40001, 400, "Bad matching reference"),
+    "descriptor_version_mismatch": ErrorCode(40002, 400, "Descriptor versions differ"),
+    "bad_candidates": ErrorCode(40003, 400, "Bad matching candidates"),
+    "verifier_not_found": ErrorCode(40004, 404, "Verifier not found"),
 }
 
 

@@ -116,6 +116,27 @@ SETTINGS: list[Setting] = [
     Setting("pubsub_url", str, "", "Redis URL on which every change to faces and lists is announced "
             "on channel facegate:changes (empty: no announcements; the change_log table is always "
             "written)", secret=True),
+    # matcher and verifiers
+    Setting("matcher_limit_max", int, 100, "largest `limit` (candidates per reference) a matching "
+            "request may ask for"),
+    Setting("matcher_references_max", int, 100, "most references one matching or verification "
+            "request may give"),
+    Setting("matcher_raw_candidates_max", int, 10000, "most candidate descriptors one /matcher/raw "
+            "or verification request may give"),
+    Setting("matcher_use_cache", bool, True, "answer matching by one list from the matcher workers' "
+            "list cache (off: always filter and stream from the database)"),
+    Setting("matcher_cache_include", str, "", "comma-separated list ids the matcher cache holds "
+            "(empty: every list); read when a matcher worker starts"),
+    Setting("matcher_cache_exclude", str, "", "comma-separated list ids the matcher cache never "
+            "holds (matching by them uses the database); read when a matcher worker starts"),
+    Setting("matcher_cache_poll_s", float, 0.25, "seconds between change-log polls of a matcher "
+            "worker's cache; with pubsub_url set a change wakes it at once"),
+    Setting("matcher_cache_wait_s", float, 5.0, "seconds a request waits for the cache to apply "
+            "every change made before the request started; past that it matches against the database"),
+    Setting("matcher_chunk_size", int, 10000, "rows per chunk when loading the cache and when "
+            "streaming descriptors from the database"),
+    Setting("matcher_inline_max", int, 0, "raw matching and verification requests comparing at most "
+            "this many descriptor pairs run in the API process instead of a matcher task (0: always a task)"),
     # inference
     Setting("enable_all_estimators_by_default", bool, True, "load every estimator unless its "
             "enable_<name> flag says otherwise"),
