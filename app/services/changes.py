@@ -18,6 +18,7 @@ import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import redis
@@ -25,7 +26,7 @@ from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from app import settings
-from app.models import ChangeLog, FaceDescriptor, ListFace
+from app.models import Account, ChangeLog, FaceDescriptor, FaceList, ListFace
 from app.models.faces import utcnow
 from matcher.cache import Chunk
 from matcher.changes import (Change, DescriptorAdded, DescriptorRemoved, FaceAttached, FaceDeleted, FaceDetached,
@@ -65,6 +66,16 @@ def record(session: Session, kind: str, account_id: uuid.UUID, *, face_ids: Sequ
     # No other writer can insert until this transaction ends (advisory lock; SQLite's write lock),
     # so the largest seq is ours: cheaper than RETURNING a seq per row.
     publish_after_commit(session, session.scalar(select(func.max(ChangeLog.seq))))
+
+
+@event.listens_for(Session, "before_flush")
+def _account_deleted(session: Session, _context: Any, _instances: Any) -> None:
+    """Deleting an account cascades to its lists in the database, out of sight of the services:
+    log their deletion here so matcher caches drop them too."""
+    for obj in list(session.deleted):
+        if isinstance(obj, Account):
+            for list_id in session.scalars(select(FaceList.list_id).where(FaceList.account_id == obj.account_id)):
+                record(session, "list_deleted", obj.account_id, list_id=list_id)
 
 
 def publish_after_commit(session: Session, seq: int) -> None:

@@ -224,7 +224,10 @@ def own_faces(session: Session, account_id: uuid.UUID, face_ids: Sequence[uuid.U
     """The distinct ids, all of them the account's, or ``face_not_found`` naming one that is not."""
     wanted = list(dict.fromkeys(face_ids))
     check_batch_size(len(wanted), "face_ids")
-    found = set(session.scalars(select(Face.face_id).where(Face.face_id.in_(wanted), Face.account_id == account_id)))
+    # By primary key alone: with an account condition too, a planner without fresh statistics (right
+    # after a bulk load) may walk the account's whole index, testing each entry against the id list.
+    found = {face_id for face_id, owner in session.execute(select(Face.face_id, Face.account_id)
+                                                           .where(Face.face_id.in_(wanted))) if owner == account_id}
     missing = [f for f in wanted if f not in found]
     if missing:
         raise APIError("face_not_found", f"face {missing[0]} not found ({len(missing)} of {len(wanted)} missing)")

@@ -71,6 +71,15 @@ def test_each_change_logged_once(client, account):
     ]
 
 
+def test_deleting_an_account_logs_its_lists(client, account_factory):
+    doomed = account_factory()
+    lists = sorted(new_list(client, doomed) for _ in range(2))
+    new_face(client, doomed, descriptors=[{"descriptor": sdk()}], list_ids=lists)
+    mark = _head()
+    assert client.delete(f"/accounts/{doomed.account_id}", headers=doomed.auth).status_code == 204
+    assert sorted(_log_since(mark)) == [("list_deleted", None, list_id, None) for list_id in lists]
+
+
 def test_failed_requests_log_nothing(client, account_factory):
     a, b = account_factory(), account_factory()
     list_id = new_list(client, a)
