@@ -2,7 +2,6 @@
 pipeline, and plausibility on real LFW faces (gender labelled from the identities' names)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
