@@ -1,0 +1,201 @@
+"""Remote SDK tasks on the ``gpu`` queue (``inference.*``), and the batcher that feeds the models.
+
+Batching: a gpu worker runs Celery's ``threads`` pool (``--pool threads --concurrency N``). Each
+task thread loads and decodes its request's images, then hands them to the process's one
+:class:`Batcher`, whose thread runs the models on everything queued at that moment: up to
+``inference_batch_max`` images, waiting at most ``inference_batch_wait_ms`` for more once the
+first has arrived. With one request in flight a batch is that request (no added latency beyond
+the wait); under load, images of up to N concurrent requests share each forward pass. Every task
+keeps its own message, so ``acks_late`` holds per request: a task is acknowledged when its own
+answer is ready, and a worker that dies mid-batch has every unacknowledged request redelivered.
+The models run only on the batcher thread, so no model is ever called from two threads at once.
+
+Models are loaded lazily, once per worker process, by ``inference.registry``; which ones may
+load follows the ``enable_*`` settings (env ``FACEGATE_ENABLE_<NAME>``, the config file), read
+again before each task so a reloaded config applies at once.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable
+
+from app import settings
+from app.errors import ERRORS, APIError
+from app.schemas.sdk import NEEDS
+from app.services import sdk
+from inference import registry
+from tasks import celery
+
+log = logging.getLogger(__name__)
+
+BatchFn = Callable[[list[Any]], list[Any]]
+
+
+class Batcher:
+    """Collects items submitted from many threads and runs each function over its items in batches.
+
+    ``limits()`` gives (max items per batch, max wait in seconds) and is read per batch. Items
+    submitted with different functions are batched separately, in arrival order.
+    """
+
+    def __init__(self, limits: Callable[[], tuple[int, float]], name: str = "batcher") -> None:
+        self.limits = limits
+        self.name = name
+        self._queue: queue.Queue[tuple[BatchFn, Any, Future]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self.batch_sizes: list[int] = []  # recent batch sizes, for the bench and logs
+
+    def submit(self, fn: BatchFn, item: Any) -> Future:
+        self._ensure_thread()
+        future: Future = Future()
+        self._queue.put((fn, item, future))
+        return future
+
+    def run(self, fn: BatchFn, items: list[Any]) -> list[Any]:
+        """Submit ``items`` and wait for all their results (re-raising the batch's error)."""
+        futures = [self.submit(fn, item) for item in items]
+        return [f.result() for f in futures]
+
+    def _ensure_thread(self) -> None:
+        # A thread does not survive fork: a prefork child starts its own on first use.
+        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._queue = queue.Queue()
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+
+    def _collect(self) -> list[tuple[BatchFn, Any, Future]]:
+        batch = [self._queue.get()]
+        max_items, max_wait = self.limits()
+        deadline = time.monotonic() + max_wait
+        while len(batch) < max_items:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(self._queue.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._collect()
+            groups: dict[BatchFn, list[tuple[Any, Future]]] = {}
+            for fn, item, future in batch:
+                groups.setdefault(fn, []).append((item, future))
+            self.batch_sizes = (self.batch_sizes + [len(batch)])[-1000:]
+            for fn, entries in groups.items():
+                try:
+                    results = fn([item for item, _ in entries])
+                except BaseException as exc:  # noqa: BLE001 - handed to every waiting task
+                    for _, future in entries:
+                        future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(entries, results):
+                    future.set_result(result)
+
+
+def _limits() -> tuple[int, float]:
+    s = settings.current()
+    return max(1, s.inference_batch_max), max(0.0, s.inference_batch_wait_ms) / 1000.0
+
+
+batcher = Batcher(_limits, "inference-batcher")
+
+_configured: tuple[Any, ...] | None = None
+_configure_lock = threading.Lock()
+
+
+def configure_registry() -> None:
+    """Apply the ``enable_*`` and device settings to the registry when they changed."""
+    global _configured
+    s = settings.current()
+    flags = tuple((name, getattr(s, f"enable_{name}")) for name in registry.ENTRIES)
+    wanted = (s.enable_all_estimators_by_default, flags, s.inference_device)
+    if wanted == _configured:
+        return
+    with _configure_lock:
+        device = registry.default_device() if s.inference_device == "auto" else s.inference_device
+        registry.configure({name: flag for name, flag in flags if flag is not None},
+                           default_enabled=s.enable_all_estimators_by_default, device=device)
+        _configured = wanted
+        log.info("estimators: %s on %s", ", ".join(n for n in registry.ENTRIES if registry.is_enabled(n)) or "none", device)
+
+
+def _error(exc: APIError) -> dict[str, Any]:
+    kind = next(name for name, code in ERRORS.items() if code is exc.error)
+    return {"error": {"kind": kind, "detail": exc.detail}}
+
+
+def _answer(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run the task body; client-side problems become an error answer the API re-raises."""
+    try:
+        configure_registry()
+        return work()
+    except APIError as exc:
+        return _error(exc)
+    except registry.EstimatorUnavailable as exc:  # a model that failed while already batched
+        return _error(sdk.unavailable_error(exc))
+
+
+def _analyze_batch(items: list[Any]) -> list[Any]:
+    return sdk.analyze(items)
+
+
+def _iso_batch(items: list[Any]) -> list[Any]:
+    # inference.iso checks one image at a time; running them here still keeps every model call
+    # on the batcher thread.
+    return [sdk.iso_report(data, image, thresholds) for data, image, thresholds in items]
+
+
+@celery.task(name="inference.sdk", acks_late=True, bind=True)
+def sdk_task(self: Any, account_id: str, refs: list[dict[str, str]], options: dict[str, Any]) -> dict[str, Any]:
+    """Detect, estimate, warp and extract for one /sdk or /detector request."""
+    def work() -> dict[str, Any]:
+        sdk.require_estimators(options, NEEDS)
+        loaded = sdk.load_images(account_id, refs)
+        found = batcher.run(_analyze_batch, [(image, options) for _, image in loaded])
+        sizes = [image.shape[:2] for _, image in loaded]
+        return sdk.finish(self.request.id, account_id, refs, sizes, found, options)
+
+    return _answer(work)
+
+
+@celery.task(name="inference.iso", acks_late=True)
+def iso_task(account_id: str, refs: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
+    """ISO/IEC 19794-5-style checks of each image of one /iso request."""
+    def work() -> dict[str, Any]:
+        loaded = sdk.load_images(account_id, refs)
+        reports = batcher.run(_iso_batch, [(data, image, params.get("thresholds")) for data, image in loaded])
+        return {"images": [{"filename": ref["filename"], **report} for ref, report in zip(refs, reports)]}
+
+    return _answer(work)
+
+
+@celery.task(name="inference.estimators", acks_late=True)
+def estimators_task() -> dict[str, Any]:
+    """The estimators of this worker: enabled by its settings, loaded in this process or not."""
+    configure_registry()
+    max_items, max_wait = _limits()
+    recent = batcher.batch_sizes[-100:]
+    return {"worker": socket.gethostname(),
+            "estimators": [{"name": name, **state} for name, state in registry.availability().items()],
+            "batching": {"max_images": max_items, "max_wait_ms": max_wait * 1000, "recent_batches": len(recent),
+                         "recent_mean_images": sum(recent) / len(recent) if recent else None}}
