@@ -75,6 +75,14 @@ ERRORS: dict[str, ErrorCode] = {
     "face_limit_reached": ErrorCode(20005, 403, "Face limit of the installation reached"),
     "descriptor_not_found": ErrorCode(20006, 404, "Descriptor not found"),
     "attributes_unavailable": ErrorCode(20007, 503, "Attribute storage unavailable"),
+    # remote SDK (detection, estimation, extraction)
+    "estimator_disabled": ErrorCode(30001, 403, "Estimator disabled by configuration"),
+    "estimator_unavailable": ErrorCode(30002, 503, "Estimator unavailable"),
+    "no_images": ErrorCode(30003, 400, "No images in the request"),
+    "too_many_images": ErrorCode(30004, 400, "Too many images in one request"),
+    "url_fetch_disabled": ErrorCode(30005, 403, "Fetching images by URL is disabled"),
+    "url_fetch_failed": ErrorCode(30006, 400, "Image URL could not be fetched"),
+    "bad_iso_threshold": ErrorCode(30007, 400, "Bad ISO check threshold"),
     # matcher and verifiers
     "bad_reference": ErrorCode(40001, 400, "Bad matching reference"),
     "descriptor_version_mismatch": ErrorCode(40002, 400, "Descriptor versions differ"),

@@ -142,6 +142,17 @@ SETTINGS: list[Setting] = [
             "enable_<name> flag says otherwise"),
     Setting("inference_device", str, "auto", "torch device for neural networks (auto: cuda when "
             "available, else cpu)"),
+    Setting("inference_batch_max", int, 32, "most images a gpu worker process runs through the models "
+            "as one batch (concurrent requests are batched together)"),
+    Setting("inference_batch_wait_ms", float, 2.0, "milliseconds the batcher waits for more images "
+            "after the first arrives, when fewer than inference_batch_max are queued"),
+    Setting("inference_max_image_pixels", int, 40_000_000, "largest image (width x height) the "
+            "remote SDK decodes; larger ones answer 413 before decoding"),
+    Setting("sdk_max_images", int, 32, "most images one /sdk, /detector or /iso request may carry"),
+    Setting("sdk_url_fetch", bool, False, "let /sdk, /detector and /iso fetch images from http(s) "
+            "URLs given in the request (off by default: it lets callers make the API send requests, "
+            "SSRF, also to internal addresses)"),
+    Setting("sdk_url_timeout_s", float, 5.0, "seconds allowed for fetching one image URL"),
     *_estimator_settings(),
 ]
 
