@@ -20,7 +20,7 @@ import numpy as np
 
 from matcher.changes import (Change, DescriptorAdded, DescriptorRemoved, FaceAttached, FaceDeleted,
                              FaceDetached, ListDeleted)
-from matcher.index import FlatIndex, MatcherInputError, as_descriptors
+from matcher.index import FlatIndex, MatcherInputError, as_descriptors, check_space
 from matcher.stream import merge_topk
 
 Chunk = tuple[Hashable, Sequence[Hashable], np.ndarray]
@@ -38,7 +38,7 @@ class ListCache:
 
     def __init__(self, dim: int = 128, metric: str = "l2", include: Collection[Hashable] | None = None,
                  exclude: Collection[Hashable] = ()) -> None:
-        FlatIndex(dim, metric)  # validates dim and metric once, before anything is loaded
+        check_space(dim, metric)
         self.dim, self.metric = dim, metric
         self._include = frozenset(include) if include is not None else None
         self._exclude = frozenset(exclude)

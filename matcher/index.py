@@ -222,7 +222,7 @@ def _search_batch(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: i
         out[0][i], out[1][i] = scores, ids
 
 
-def search_snapshot(snap: _Snapshot, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def _search_snapshot(snap: _Snapshot, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of validated float32 queries against one snapshot; see FlatIndex.search."""
     nq, dim = queries.shape
     kk = min(k, snap.live)
@@ -238,14 +238,19 @@ def search_snapshot(snap: _Snapshot, queries: np.ndarray, k: int, metric: str) -
     return scores, ids
 
 
+def check_space(dim: int, metric: str) -> None:
+    """Reject an unusable descriptor length or metric up front."""
+    if metric not in METRICS:
+        raise MatcherInputError(f"metric must be one of {METRICS}")
+    if dim <= 0:
+        raise DimensionError("dim must be positive")
+
+
 class FlatIndex:
     """Exact top-k index over one list's descriptors (ids are str or int, unique per index)."""
 
     def __init__(self, dim: int = 128, metric: str = "l2", capacity: int = 1024) -> None:
-        if metric not in METRICS:
-            raise MatcherInputError(f"metric must be one of {METRICS}")
-        if dim <= 0:
-            raise DimensionError("dim must be positive")
+        check_space(dim, metric)
         self.dim = dim
         self.metric = metric
         self._write = threading.Lock()
@@ -313,7 +318,7 @@ class FlatIndex:
         if not isinstance(k, (int, np.integer)) or k <= 0:
             raise MatcherInputError("k must be a positive integer")
         q = as_descriptors(queries, self.dim, "queries")
-        return search_snapshot(self._snap, q, int(k), self.metric)
+        return _search_snapshot(self._snap, q, int(k), self.metric)
 
     def _grow(self, need: int) -> None:
         cap = max(need, 2 * self._buf.shape[0])

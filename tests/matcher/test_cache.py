@@ -8,7 +8,7 @@ import pytest
 from matcher.cache import ListCache, NotCached
 from matcher.changes import (DescriptorAdded, DescriptorRemoved, FaceAttached, FaceDeleted, FaceDetached,
                              ListDeleted)
-from matcher.index import NonFiniteError
+from matcher.index import MatcherInputError, NonFiniteError
 from tests.matcher.reference import brute_force
 
 
@@ -50,7 +50,9 @@ def test_load_search_union_and_settings() -> None:
     no_b, _ = _loaded(exclude={"B"})
     with pytest.raises(NotCached):
         no_b.search(["A", "B"], queries, 5)
-    assert not no_b.apply(FaceAttached(11, "f0001", "B", faces["f0001"])) or no_b.size("B") == 0
+    assert no_b.apply(FaceAttached(11, "f0001", "B", faces["f0001"])) and no_b.size("B") == 0
+    with pytest.raises(MatcherInputError):
+        ListCache(metric="cosine")
 
 
 def test_each_change_kind() -> None:
