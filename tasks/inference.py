@@ -34,6 +34,14 @@ from tasks import celery
 
 log = logging.getLogger(__name__)
 
+# torch's OpenMP worker threads spin while waiting for work. Where the CPU is shared with other
+# busy processes (the embedded mode runs API, worker, beat and Flower on one machine) the
+# spinning steals the cores the computation needs: on a 2-core machine at a load average of 8-13
+# the pipeline took 3-5 s per image spinning and about 0.2 s waiting passively. OpenMP reads
+# this when torch loads, which happens later (models load lazily; nothing above imports torch).
+# Workers on dedicated machines may set OMP_WAIT_POLICY=ACTIVE in their environment.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 BatchFn = Callable[[list[Any]], list[Any]]
 
 

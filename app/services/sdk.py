@@ -28,7 +28,7 @@ from app import settings
 from app.errors import APIError
 from app.services import attributes, image_store, workers
 from app.storage.buckets import IMAGE_ORIGIN
-from inference import aggregation, descriptor_format, pipeline, registry
+from inference import descriptor_format, pipeline, registry
 from inference.images import ImageDecodeError, ImageTooLarge, decode_image
 from inference.types import Detection
 
@@ -326,6 +326,8 @@ def finish(task_id: str, account_id: str, refs: list[dict[str, str]], sizes: lis
 
 def _aggregate(owner: uuid.UUID, found: list[Analysis]) -> dict[str, Any]:
     """One person over all images: each image's largest face; images without a face are left out."""
+    from inference import aggregation  # imports torch (through the age/gender model): worker side only
+
     picked = []
     for a in found:
         if a.faces:
