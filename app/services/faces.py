@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import Select, String, cast, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app import settings
@@ -141,8 +141,15 @@ def _filtered(query: Select[Any], account_id: uuid.UUID | None, f: dict[str, Any
     return query
 
 
+def _view(f: Face, lists: list[uuid.UUID], versions: list[int]) -> dict[str, Any]:
+    return {"face_id": f.face_id, "account_id": f.account_id, "external_id": f.external_id,
+            "user_data": f.user_data, "event_id": f.event_id, "avatar": f.avatar, "create_time": f.create_time,
+            "basic_attributes": f.basic_attributes, "sample_ids": f.sample_ids or [],
+            "lists": lists, "descriptor_versions": versions}
+
+
 def face_views(session: Session, faces: Sequence[Face]) -> list[dict[str, Any]]:
-    """Faces as the API shows them, with their lists and descriptor versions (two queries per page)."""
+    """Faces as the API shows them, with their lists and descriptor versions (two queries in all)."""
     ids = [f.face_id for f in faces]
     lists: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
     versions: dict[uuid.UUID, list[int]] = defaultdict(list)
@@ -154,10 +161,11 @@ def face_views(session: Session, faces: Sequence[Face]) -> list[dict[str, Any]]:
                                                 .where(FaceDescriptor.face_id.in_(ids))
                                                 .order_by(FaceDescriptor.version)):
             versions[face_id].append(version)
-    return [{"face_id": f.face_id, "account_id": f.account_id, "external_id": f.external_id,
-             "user_data": f.user_data, "event_id": f.event_id, "avatar": f.avatar, "create_time": f.create_time,
-             "basic_attributes": f.basic_attributes, "sample_ids": f.sample_ids or [],
-             "lists": lists[f.face_id], "descriptor_versions": versions[f.face_id]} for f in faces]
+    return [_view(f, lists[f.face_id], versions[f.face_id]) for f in faces]
+
+
+def _joined(text: str | None, parse: Callable[[str], Any]) -> list[Any]:
+    return sorted(parse(x) for x in text.split(",")) if text else []
 
 
 _FACE_COLUMN_FILTERS = ("face_ids", "external_ids", "user_data", "create_time__gte", "create_time__lt")
@@ -182,16 +190,21 @@ def _ids_query(account_id: uuid.UUID | None, f: dict[str, Any]) -> Select[Any]:
 
 def list_faces(session: Session, account_id: uuid.UUID | None, filters: dict[str, Any],
                page: int, page_size: int) -> list[dict[str, Any]]:
-    """A page of faces in creation (face_id) order.
+    """A page of faces in creation (face_id) order, in one statement.
 
     The page's ids come first from an index, then only those rows are read ("late row lookup"):
     skipping to page 500 walks index entries, not 50,000 table rows. Deep scans should still
-    page by ``face_id__gte`` (the last id seen) rather than by page number.
+    page by ``face_id__gte`` (the last id seen) rather than by page number. Lists and descriptor
+    versions ride along as aggregated text, saving two round trips and two 100-id parameter lists.
     """
     ids = _ids_query(account_id, filters).subquery()
     page_ids = select(ids.c.face_id).order_by(ids.c.face_id).offset((page - 1) * page_size).limit(page_size)
-    faces = session.scalars(select(Face).where(Face.face_id.in_(page_ids)).order_by(Face.face_id))
-    return face_views(session, list(faces))
+    lists = (select(func.aggregate_strings(cast(ListFace.list_id, String), ","))
+             .where(ListFace.face_id == Face.face_id).scalar_subquery())
+    versions = (select(func.aggregate_strings(cast(FaceDescriptor.version, String), ","))
+                .where(FaceDescriptor.face_id == Face.face_id).scalar_subquery())
+    rows = session.execute(select(Face, lists, versions).where(Face.face_id.in_(page_ids)).order_by(Face.face_id))
+    return [_view(face, _joined(list_ids, uuid.UUID), _joined(found, int)) for face, list_ids, found in rows]
 
 
 def count_faces(session: Session, account_id: uuid.UUID | None, filters: dict[str, Any]) -> int:
@@ -203,7 +216,7 @@ def update_face(session: Session, account_id: uuid.UUID, face_id: uuid.UUID, cha
     face = get_face(session, account_id, face_id)
     for key in (*_FACE_COLUMNS, "basic_attributes"):
         if key in changes_:
-            setattr(face, key, changes_[key] if key != "user_data" else changes_[key] or "")
+            setattr(face, key, changes_[key])
     new = attributes.decode_descriptors(changes_.get("descriptors") or [])
     if new:
         held = {d.version: d for d in session.scalars(select(FaceDescriptor).where(FaceDescriptor.face_id == face_id))}

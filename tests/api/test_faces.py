@@ -7,7 +7,6 @@ import math
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from inference import descriptor_format as fmt
 from tests.api.faces_helpers import face_with_descriptor, new_face, new_list, raw, sdk, vector
