@@ -234,3 +234,48 @@ def test_needs_sdk_permission(client, sdk_user):
     token = sdk_user.token({"account": ["view"]})
     r = client.post("/sdk", data=files(PORTRAIT), headers=bearer(token), content_type="multipart/form-data")
     assert r.status_code == 403 and r.json["error_code"] == 11005
+
+
+def _batcher(max_items: int, max_wait_s: float):
+    from tasks.inference import Batcher
+
+    return Batcher(lambda: (max_items, max_wait_s), "test-batcher")
+
+
+def test_batcher_joins_concurrent_requests_up_to_its_cap():
+    import time
+
+    seen: list[list[int]] = []
+
+    def double(items: list[int]) -> list[int]:
+        seen.append(items)
+        time.sleep(0.05)  # a forward pass: requests arriving meanwhile wait for the next batch
+        return [2 * i for i in items]
+
+    batcher = _batcher(4, 0.02)
+    results: dict[int, list[int]] = {}
+    threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, batcher.run(double, [n, n + 100])))
+               for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {n: [2 * n, 2 * n + 200] for n in range(8)}
+    assert max(len(b) for b in seen) == 4 and len(seen) < 16  # 16 items in batches, none above the cap
+
+
+def test_batcher_wait_is_capped_and_errors_reach_every_waiter():
+    import time
+
+    batcher = _batcher(32, 0.05)
+    start = time.perf_counter()
+    assert batcher.submit(lambda items: [i + 1 for i in items], 1).result(timeout=2) == 2
+    assert time.perf_counter() - start < 1.0  # a lone item waits at most max_wait, not for a full batch
+
+    def broken(items: list[int]) -> list[int]:
+        raise RuntimeError(f"model failed on {len(items)} items")
+
+    futures = [batcher.submit(broken, i) for i in range(3)]
+    for future in futures:
+        with pytest.raises(RuntimeError, match="model failed"):
+            future.result(timeout=5)
