@@ -74,5 +74,7 @@ enable_utc = True
 beat_schedule: dict = {
     # Expired objects on local disk; the task's lock keeps it to one worker however many run.
     "storage-cleanup": {"task": "storage.cleanup", "schedule": crontab(hour=1, minute=0)},
+    # Expired temporary attributes in the database back-end.
+    "attributes-cleanup": {"task": "attributes.cleanup", "schedule": crontab(minute="*/10")},
 }
 beat_schedule_filename = str(Path(_s.data_dir) / "celerybeat-schedule")

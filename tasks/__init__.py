@@ -12,7 +12,7 @@ from celery import Celery, signals
 from app import settings
 from app.observability import configure_logging, request_id_var
 
-TASK_MODULES = ["tasks.system", "tasks.storage", "tasks.inference", "tasks.matcher"]
+TASK_MODULES = ["tasks.system", "tasks.storage", "tasks.attributes", "tasks.inference", "tasks.matcher"]
 
 celery = Celery("facegate", include=TASK_MODULES)
 celery.config_from_object("celeryconfig")

@@ -186,3 +186,28 @@ def test_unreachable_redis_is_503(client, account, settings_override):
     settings_override(attributes_redis_url="redis://127.0.0.1:1/0")
     r = _create(client, account, basic_attributes={"age": 3})
     assert r.status_code == 503 and r.json["error_code"] == 20007
+
+
+def test_attribute_cleanup_task_is_scheduled_and_frees_expired_rows(client, account, celery_worker, settings_override):
+    """The beat task removes expired database attributes nobody reads again."""
+    import time
+    import uuid
+
+    from sqlalchemy import func, select
+
+    from app.db import session_scope
+    from app.models.faces import Attribute
+    from celeryconfig import beat_schedule
+    from tasks.attributes import cleanup
+
+    assert beat_schedule["attributes-cleanup"]["task"] == "attributes.cleanup"
+    settings_override(attributes_redis_url="")
+    r = client.post("/attributes", json={"basic_attributes": {"age": 30}, "ttl": 1}, headers=account.auth)
+    assert r.status_code == 201, r.json
+    time.sleep(1.2)
+    result = cleanup.delay().get(timeout=30)
+    assert result["removed"] >= 1
+    with session_scope() as session:
+        left = session.scalar(select(func.count()).select_from(Attribute)
+                              .where(Attribute.attribute_id == uuid.UUID(r.json["attribute_id"])))
+    assert left == 0
