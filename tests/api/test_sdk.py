@@ -279,3 +279,13 @@ def test_batcher_wait_is_capped_and_errors_reach_every_waiter():
     for future in futures:
         with pytest.raises(RuntimeError, match="model failed"):
             future.result(timeout=5)
+
+
+def test_samples_and_attributes_stay_in_their_account(client, sdk_user, account_factory):
+    r = post(client, "/sdk", sdk_user, PORTRAIT, extract_descriptor=1)
+    assert r.status_code == 200, r.json
+    face = largest(r.json["images"][0]["faces"])
+    other = account_factory()
+    assert client.get(f"/samples/faces/{face['sample_id']}", headers=other.auth).status_code == 404
+    assert client.get(f"/attributes/{face['attribute_id']}", headers=other.auth).status_code == 404
+    assert client.get(f"/samples/faces/{face['sample_id']}", headers=sdk_user.auth).status_code == 200
