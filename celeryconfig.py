@@ -35,12 +35,14 @@ broker_transport_options: dict = {"visibility_timeout": _s.visibility_timeout_s}
 result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout_s}
 if broker_url.startswith("filesystem://"):
     _folder = Path(_s.data_dir) / "celery" / "broker"
-    for _sub in ("out", "processed"):
+    for _sub in ("out", "processed", "control"):
         (_folder / _sub).mkdir(parents=True, exist_ok=True)
     broker_transport_options.update({
         "data_folder_in": str(_folder / "out"),
         "data_folder_out": str(_folder / "out"),
         "processed_folder": str(_folder / "processed"),
+        # kombu's default is "control" relative to the working directory.
+        "control_folder": str(_folder / "control"),
         "store_processed": False,
     })
 if result_backend.startswith("file://"):
