@@ -69,7 +69,9 @@ def database() -> Iterator[str]:
     command.upgrade(_alembic_config(), "head")
     yield PG_URL
     from app.db import dispose_all
+    from app.services import matcher_cache
 
+    matcher_cache.reset()  # its follower thread polls this database: stop it before the drop
     dispose_all()
     _drop_database()
 
