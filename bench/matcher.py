@@ -93,7 +93,7 @@ def crossover(index: FlatIndex, queries: np.ndarray) -> dict[str, list[float]]:
     res: dict[str, list[float]] = {"nq": [], "single_ms": [], "batch_ms": []}
     saved = mi.SINGLE_QUERY_MAX
     try:
-        for nq in (1, 2, 3, 4, 8, 16):
+        for nq in (1, 2, 4, 8, 12, 16, 32):
             res["nq"].append(nq)
             for key, limit in (("single_ms", 1 << 30), ("batch_ms", 0)):
                 mi.SINGLE_QUERY_MAX = limit

@@ -32,10 +32,11 @@ import numpy as np
 METRICS = ("l2", "ip")
 # Query counts up to this run one matrix-vector product per query; above it the blocked
 # matrix-matrix scan wins (measured crossover, see docs/matcher.md and bench/matcher.py).
-SINGLE_QUERY_MAX = 3
+SINGLE_QUERY_MAX = 4
 # Size of the (queries x rows) score tile of the batch scan: OpenBLAS only reaches full speed on
 # wide products (K is only 128), and the comparison pass over the tile is cheap next to it.
 _BLOCK_BYTES = 32 << 20
+_BLOCK_ROWS_MAX = 1 << 16  # few queries: bounded buffers, and sgemm packs smaller panels
 _QUERY_BLOCK = 1024
 # Threshold samples: the k-th best score over every ``stride``-th row is a lower bound on the real
 # k-th best score, which is all the candidate filter needs.
@@ -189,12 +190,14 @@ def _search_batch(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: i
     else:
         limit = np.full(nq, -np.inf)
     limit = limit.astype(np.float32)[:, None]
-    width = max(256, _BLOCK_BYTES // (4 * nq))
+    width = min(_BLOCK_ROWS_MAX, max(256, _BLOCK_BYTES // (4 * nq)))
     tile = np.empty(nq * width, dtype=np.float32)
     mask = np.empty(nq * width, dtype=bool)
-    if metric == "l2":
-        # The bias rides along as a 129th column of a per-block copy (and a 1 in the queries):
-        # copying a block of rows costs ~1/nq of adding the bias to the score tile afterwards.
+    # With many queries the bias rides along as a 129th column of a per-block copy (and a 1 in
+    # the queries): copying a row (D + 1 floats) is cheaper than adding the bias to its nq scores
+    # once nq > D + 1; with few queries the addition is the cheaper one.
+    fold = metric == "l2" and nq > queries.shape[1] + 1
+    if fold:
         lhs = np.hstack([queries, np.ones((nq, 1), np.float32)])
         block = np.empty((width, queries.shape[1] + 1), dtype=np.float32)
     found_q, found_pos, found_s = [], [], []
@@ -202,12 +205,14 @@ def _search_batch(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: i
         stop = min(n, start + width)
         w = stop - start
         s = tile[: nq * w].reshape(nq, w)
-        if metric == "l2":
+        if fold:
             block[:w, :-1] = snap.rows[start:stop]
             block[:w, -1] = snap.bias[start:stop]
             np.matmul(lhs, block[:w].T, out=s)
         else:
             np.matmul(queries, snap.rows[start:stop].T, out=s)
+            if metric == "l2":
+                s += snap.bias[start:stop]
         lo, hi = np.searchsorted(snap.dead, [start, stop])
         if hi > lo:
             s[:, snap.dead[lo:hi] - start] = -np.inf
