@@ -147,6 +147,10 @@ def configure_registry() -> None:
         log.info("estimators: %s on %s", ", ".join(n for n in registry.ENTRIES if registry.is_enabled(n)) or "none", device)
 
 
+# A reload (or any settings change) re-applies the estimator switches at once, not at the next task.
+settings.on_change(lambda old, new: configure_registry())
+
+
 def _error(exc: APIError) -> dict[str, Any]:
     kind = next(name for name, code in ERRORS.items() if code is exc.error)
     return {"error": {"kind": kind, "detail": exc.detail}}
