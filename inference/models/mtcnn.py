@@ -120,6 +120,29 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - 127.5) * 0.0078125
 
 
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+class _Integrals:
+    """Summed-area tables of some of the images, (3, H + 1, W + 1) each with a zero first row and
+    column, laid end to end in one buffer so that crops from every image are one gather. float64
+    keeps the sums of 0..255 integers exact on any image the API accepts."""
+
+    def __init__(self, images: list[torch.Tensor], used: list[int]) -> None:
+        device = images[0].device
+        self.dims = torch.tensor([list(img.shape[1:]) for img in images], dtype=torch.long, device=device)
+        sizes = [3 * (images[k].shape[1] + 1) * (images[k].shape[2] + 1) if k in used else 0 for k in range(len(images))]
+        self.flat = torch.empty(sum(sizes), dtype=torch.float64, device=device)
+        self.base = torch.tensor([0, *sizes[:-1]], device=device).cumsum(0)
+        for k in used:
+            h, w = images[k].shape[1:]
+            table = self.flat[int(self.base[k]) : int(self.base[k]) + sizes[k]].view(3, h + 1, w + 1)
+            table[:, 0], table[:, :, 0] = 0, 0
+            table[:, 1:, 1:] = images[k]
+            table.cumsum_(2).cumsum_(1)  # along rows first: 2x faster than columns first
+
+
 def _bbreg(boxes: torch.Tensor, reg: torch.Tensor, inclusive: bool) -> torch.Tensor:
     """Apply the nets' box offsets (fractions of box width/height) to (x1, y1, x2, y2)."""
     w = boxes[:, 2] - boxes[:, 0] + (1 if inclusive else 0)
@@ -140,46 +163,68 @@ class MTCNN(nn.Module):
     """The P/R/O-Net cascade; ``detect`` returns, per image, boxes (n, 5: x1 y1 x2 y2 score)
     and landmarks (n, 5, 2: left eye, right eye, nose, mouth left, mouth right as seen)."""
 
-    def __init__(self, min_face: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709) -> None:
+    def __init__(self, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709) -> None:
         super().__init__()
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         folder = weights_dir()
         for name in ("pnet", "rnet", "onet"):
             getattr(self, name).load_state_dict(torch.load(folder / f"{name}.pt", map_location="cpu", weights_only=True))
-        self.min_face = min_face
         self.thresholds = thresholds
         self.factor = factor
+        # oneDNN's convolutions and ceil-mode max pooling ran these nets 2.1x faster in NHWC than
+        # in NCHW on this CPU (R-Net on 1500 crops: 229 -> 107 ms); inputs follow in _nhwc.
+        self.to(memory_format=torch.channels_last)
         self.eval()
 
-    def _crops(self, images: list[torch.Tensor], boxes: torch.Tensor, inds: torch.Tensor, size: int) -> torch.Tensor:
-        """Area-resampled crops of the (clipped) boxes, as facenet-pytorch takes them."""
-        out = []
-        for b, i in zip(boxes.trunc().int().tolist(), inds.tolist()):
-            img = images[i]
-            h, w = img.shape[1:]
-            x1, y1 = max(b[0], 1), max(b[1], 1)
-            x2, y2 = min(b[2], w), min(b[3], h)
-            if x2 <= x1 - 1 or y2 <= y1 - 1:
-                x1, y1, x2, y2 = 1, 1, 1, 1  # empty after clipping: a 1-pixel crop the nets reject
-            out.append(F.interpolate(img[None, :, y1 - 1 : y2, x1 - 1 : x2], size=(size, size), mode="area"))
-        return _normalize(torch.cat(out))
+    @staticmethod
+    def _crops(tables: _Integrals, boxes: torch.Tensor, inds: torch.Tensor, size: int) -> torch.Tensor:
+        """Area-resampled ``size`` x ``size`` crops of the (clipped) boxes, as facenet-pytorch takes
+        them (``F.interpolate(mode="area")`` of each crop, i.e. adaptive average pooling), for all
+        boxes at once: each output pixel is the mean of its pooling bin, read off the image's
+        summed-area table with four lookups. One call per box cost 5 ms per LFW image."""
+        b = boxes.trunc().long()
+        dims = tables.dims[inds]
+        x1, y1 = b[:, 0].clamp(min=1) - 1, b[:, 1].clamp(min=1) - 1
+        x2, y2 = torch.minimum(b[:, 2], dims[:, 1]), torch.minimum(b[:, 3], dims[:, 0])
+        empty = (x2 <= x1) | (y2 <= y1)  # nothing left after clipping: a 1-pixel crop the nets reject
+        x1, y1, x2, y2 = (torch.where(empty, v, c) for v, c in ((0, x1), (0, y1), (1, x2), (1, y2)))
+        i = torch.arange(size + 1, device=b.device)
+
+        def edges(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            length = (hi - lo)[:, None]  # adaptive pooling's bins: [floor(i L / S), ceil((i + 1) L / S))
+            return lo[:, None] + (i[:-1] * length) // size, lo[:, None] + (i[1:] * length + size - 1) // size
+
+        ys, ye = edges(y1, y2)
+        xs, xe = edges(x1, x2)
+        row = (dims[:, 1] + 1)[:, None, None]
+        plane = ((dims[:, 0] + 1) * (dims[:, 1] + 1))[None, :, None, None]
+        origin = tables.base[inds][None, :, None, None] + torch.arange(3, device=b.device)[:, None, None, None] * plane
+
+        def at(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return tables.flat[origin + (y[:, :, None] * row + x[:, None, :])[None]]
+
+        total = at(ye, xe) - at(ys, xe) - at(ye, xs) + at(ys, xs)
+        area = (ye - ys)[:, :, None] * (xe - xs)[:, None, :]
+        crops = (total / area).to(boxes.dtype).permute(1, 0, 2, 3)
+        return _nhwc(_normalize(crops))
 
     @torch.inference_mode()
-    def detect(self, images: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``images``: float (3, H, W) tensors in 0..255 on the module's device."""
+    def detect(self, images: list[torch.Tensor], min_faces: list[float]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``images``: float (3, H, W) tensors in 0..255 on the module's device; ``min_faces``:
+        per image, the face side in its pixels where the pyramid starts."""
         t_p, t_r, t_o = self.thresholds
         all_boxes, all_inds = [], []
-        groups: dict[tuple[int, int], list[int]] = {}
-        for k, img in enumerate(images):  # same-size images share one P-Net pass per scale
-            groups.setdefault(tuple(img.shape[1:]), []).append(k)
-        for (h, w), members in groups.items():
+        groups: dict[tuple[int, int, float], list[int]] = {}
+        for k, (img, min_face) in enumerate(zip(images, min_faces)):  # these share one P-Net pass per scale
+            groups.setdefault((*img.shape[1:], min_face), []).append(k)
+        for (h, w, min_face), members in groups.items():
             batch = torch.stack([images[k] for k in members])
-            scale = 12.0 / self.min_face
+            scale = 12.0 / min_face
             side = min(h, w) * scale
             per_scale = []
             while side >= 12:
                 data = _normalize(F.interpolate(batch, size=(int(h * scale + 1), int(w * scale + 1)), mode="area"))
-                reg, prob = self.pnet(data)
+                reg, prob = self.pnet(_nhwc(data))
                 mask = prob[:, 1] >= t_p
                 nyx = mask.nonzero()
                 if len(nyx):
@@ -202,8 +247,9 @@ class MTCNN(nn.Module):
         if not all_boxes:
             return empty
         boxes, inds = torch.cat(all_boxes), torch.cat(all_inds)
+        tables = _Integrals(images, inds.unique().tolist())
 
-        reg, prob = self.rnet(self._crops(images, boxes, inds, 24))
+        reg, prob = self.rnet(self._crops(tables, boxes, inds, 24))
         keep = prob[:, 1] > t_r
         boxes, inds, reg = torch.cat([boxes[keep, :4], prob[keep, 1:2]], dim=1), inds[keep], reg[keep]
         pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
@@ -212,7 +258,7 @@ class MTCNN(nn.Module):
         if not len(boxes):
             return empty
 
-        reg, marks, prob = self.onet(self._crops(images, boxes, inds, 48))
+        reg, marks, prob = self.onet(self._crops(tables, boxes, inds, 48))
         keep = prob[:, 1] > t_o
         boxes, inds, reg, marks = boxes[keep], inds[keep], reg[keep], marks[keep]
         bw = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]

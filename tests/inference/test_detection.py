@@ -89,3 +89,18 @@ def test_batch_matches_single_images(detector: FaceDetector) -> None:
         assert len(single) == len(dets) >= 1
         for a, b in zip(single, dets):
             assert np.allclose(a.box, b.box, atol=1e-2) and abs(a.score - b.score) < 1e-4
+
+
+def test_large_images_detected_on_a_downscaled_copy_match_full_resolution() -> None:
+    """The cap changes the pyramid, not the answer: same faces, boxes and keypoints in source
+    pixels (MTCNN's regression jitters by a few % of the box between pyramid samplings)."""
+    capped, full = FaceDetector("cpu", max_side=800), FaceDetector("cpu", max_side=None)
+    for path in ("multi/dlib_bald_guys.jpg", "multi/face_recognition_obama_and_biden.jpg"):  # 1280 and 2000 px, 24 and 3 faces
+        image = _rgb(FACES / path)
+        assert max(image.shape[:2]) > 800
+        reference, found = full.detect([image])[0], capped.detect([image])[0]
+        assert len(found) == len(reference) >= 3, path
+        for ref in reference:
+            best = max(found, key=lambda d: _iou(d.box, ref.box))
+            assert _iou(best.box, ref.box) >= 0.75, (path, ref.box, best.box)
+            assert np.abs(best.keypoints - ref.keypoints).mean() < 0.05 * ref.box[2], path
