@@ -122,21 +122,18 @@ class ListCache:
         if change.seq <= self._version:
             return False
         if isinstance(change, DescriptorAdded):
-            # The face's descriptor changed: replace it wherever the face is already indexed.
+            # Upsert into the lists the face belongs to (it may be in no index yet: a face gets its
+            # first descriptor after being attached), and replace it wherever it is already indexed.
             x = as_descriptors(change.descriptor, self.dim)
-            for index in self._indexes.values():
-                if change.face_id in index:
-                    index.add([change.face_id], x)
+            indexed = [lid for lid, index in self._indexes.items() if change.face_id in index]
+            for list_id in dict.fromkeys([*change.list_ids, *indexed]):
+                self._upsert(list_id, change.face_id, x)
         elif isinstance(change, (DescriptorRemoved, FaceDeleted)):
             for index in self._indexes.values():
                 index.remove([change.face_id])
         elif isinstance(change, FaceAttached):
-            if self.caches(change.list_id) and change.descriptor is not None:
-                x = as_descriptors(change.descriptor, self.dim)
-                index = self._indexes.get(change.list_id)
-                if index is None:
-                    index = self._indexes[change.list_id] = FlatIndex(self.dim, self.metric)
-                index.add([change.face_id], x)
+            if change.descriptor is not None:
+                self._upsert(change.list_id, change.face_id, as_descriptors(change.descriptor, self.dim))
         elif isinstance(change, FaceDetached):
             index = self._indexes.get(change.list_id)
             if index is not None:
@@ -148,3 +145,10 @@ class ListCache:
         self._version = change.seq
         return True
 
+    def _upsert(self, list_id: Hashable, face_id: Hashable, x: np.ndarray) -> None:
+        """Put the face's descriptor ``x`` into ``list_id``'s index (created on first use) if cached."""
+        if self.caches(list_id):
+            index = self._indexes.get(list_id)
+            if index is None:
+                index = self._indexes[list_id] = FlatIndex(self.dim, self.metric)
+            index.add([face_id], x)

@@ -16,11 +16,16 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class DescriptorAdded:
-    """The face's descriptor is now ``descriptor`` (new or replacing the previous one)."""
+    """The face's descriptor is now ``descriptor`` (new or replacing the previous one).
+
+    ``list_ids``: the lists the face belongs to, which the producer must fill: a face that had no
+    descriptor is in no index, so without them the cache could not tell where the face now belongs.
+    """
 
     seq: int
     face_id: Hashable
     descriptor: np.ndarray
+    list_ids: tuple[Hashable, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,17 @@ def _descriptors(session: Session, face_ids: set[uuid.UUID], version: int) -> di
     return {face_id: np.frombuffer(data, dtype="<f4") for face_id, data in rows}
 
 
+def _list_ids(session: Session, face_ids: set[uuid.UUID]) -> dict[uuid.UUID, tuple[str, ...]]:
+    """The lists each face belongs to now (ids as text), in one query."""
+    out: dict[uuid.UUID, list[str]] = {}
+    if face_ids:
+        rows = session.execute(select(ListFace.face_id, ListFace.list_id).where(ListFace.face_id.in_(face_ids))
+                               .order_by(ListFace.face_id, ListFace.list_id))
+        for face_id, list_id in rows:
+            out.setdefault(face_id, []).append(str(list_id))
+    return {face_id: tuple(lists) for face_id, lists in out.items()}
+
+
 def _text(value: uuid.UUID | None) -> str | None:
     return None if value is None else str(value)
 
@@ -122,18 +133,21 @@ def read_since(session: Session, seq: int, limit: int = 1000, *, version: int) -
     and a cache can reach the feed head. Descriptors are the faces' *current* ones: every record
     has set semantics, and any later change is itself in the feed, so the cache converges to the
     database's state. For the same reason a descriptor change of any version becomes "the face's
-    ``version`` descriptor is now X" (or "is gone").
+    ``version`` descriptor is now X, and the face is in lists L" (or "is gone").
     """
     rows = list(session.scalars(select(ChangeLog).where(ChangeLog.seq > seq).order_by(ChangeLog.seq).limit(limit)))
     wanted = {r.face_id for r in rows if r.kind in _NEEDS_DESCRIPTOR and r.face_id is not None}
     current = _descriptors(session, wanted, version)
+    memberships = _list_ids(session, {r.face_id for r in rows if r.kind in ("descriptor_added", "descriptor_removed")
+                                      and r.face_id in current})
     out: list[Change] = []
     for r in rows:
         # The matcher keys its indexes by str or int ids; UUIDs travel as their canonical text.
         face_id, list_id = _text(r.face_id), _text(r.list_id)
         if r.kind in ("descriptor_added", "descriptor_removed"):
             d = current.get(r.face_id)
-            out.append(DescriptorAdded(r.seq, face_id, d) if d is not None else DescriptorRemoved(r.seq, face_id))
+            out.append(DescriptorAdded(r.seq, face_id, d, memberships.get(r.face_id, ()))
+                       if d is not None else DescriptorRemoved(r.seq, face_id))
         elif r.kind == "face_attached":
             out.append(FaceAttached(r.seq, face_id, list_id, current.get(r.face_id)))
         elif r.kind == "face_detached":

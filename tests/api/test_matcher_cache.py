@@ -173,3 +173,23 @@ def test_copy_snapshot_equals_the_change_feed_snapshot(client, account):
         via_orm = flat(changes.snapshot(session, version=101))
     assert via_copy == via_orm
     assert {lid for lid, _, _ in via_copy} >= set(lists_) and sum(lid == lists_[2] for lid, _, _ in via_copy) == 1
+
+
+def test_face_attached_before_its_first_descriptor_becomes_matchable(client, account, monkeypatch):
+    """The descriptor arrives after the attach: the feed names the face's lists, so the cache adds it."""
+    follower = _follower()
+    searches: list[int] = []
+    original = ListCache.search
+    monkeypatch.setattr(ListCache, "search", lambda self, *a, **k: searches.append(1) or original(self, *a, **k))
+    list_id = new_list(client, account)
+    create_faces(client, account, np.random.default_rng(11).standard_normal((5, 128)).astype(np.float32), [list_id])
+    face = new_face(client, account, list_ids=[list_id])
+    follower.catch_up()
+    assert follower.cache.size(list_id) == 5
+    vec = vector()
+    r = client.patch(f"/faces/{face}", json={"descriptors": [{"descriptor": sdk(vec)}]}, headers=account.auth)
+    assert r.status_code == 200, r.json
+    ref = [{"type": "descriptor", "descriptor": sdk(vec)}]
+    found = match(client, account.auth, ref, {"list_id": list_id}, limit=1)["results"][0]["matches"]
+    assert searches and [m["face_id"] for m in found] == [face]
+    assert follower.cache.size(list_id) == 6

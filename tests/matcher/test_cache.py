@@ -90,6 +90,30 @@ def test_each_change_kind() -> None:
     assert cache.version == 17
 
 
+def test_first_descriptor_of_an_attached_face_upserts_into_its_lists() -> None:
+    cache, faces = _loaded(exclude={"X"})
+    assert cache.apply(FaceAttached(11, "new", "A", None))  # attached before it has a descriptor
+    assert cache.size("A") == 600
+    v = _vecs(1, 7)[0]
+    # Named lists get the face (a cached list not loaded yet is created, an excluded one is not);
+    # list B, not named and not holding the face, is left alone.
+    assert cache.apply(DescriptorAdded(12, "new", v, ("A", "C", "X")))
+    assert cache.search(["A"], v, 1)[1][0].tolist() == ["new"] and cache.size("A") == 601
+    assert cache.search(["C"], v, 3)[1][0].tolist() == ["new"]
+    assert cache.size("B") == 600 and "X" not in cache.list_ids()
+    # Set semantics: a later descriptor replaces it in every list, whether named again or only indexed.
+    w = _vecs(1, 8)[0]
+    assert cache.apply(DescriptorAdded(13, "new", w, ("A",)))
+    assert cache.size("A") == 601 and cache.size("C") == 1
+    assert cache.search(["A", "C"], w, 1)[1][0].tolist() == ["new"]
+    members = sorted(faces)[:600] + ["new"]
+    queries = _vecs(4, 3)
+    faces["new"] = w
+    assert [list(r) for r in cache.search(["A"], queries, 10)[1]] == _reference(faces, members, queries, 10)
+    assert not cache.apply(DescriptorAdded(13, "new", v, ("B",)))  # already applied: skipped
+    assert cache.size("B") == 600
+
+
 def test_changes_during_load_are_replayed_after_snapshot() -> None:
     cache = ListCache()
     x = _vecs(3, 2)
