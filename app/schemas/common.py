@@ -30,6 +30,15 @@ class PaginationArgs(StrictSchema):
             raise ValidationError(f"must be at most {s.page_size_max}", "page_size")
 
 
+def page_of(items: str, item_schema: type[Schema], name: str) -> type[Schema]:
+    """The list-response convention every resource follows: ``{"<items>": [...], "page", "page_size"}``.
+
+    ``name`` is the class name, which OpenAPI uses for the component.
+    """
+    return StrictSchema.from_dict({items: fields.List(fields.Nested(item_schema)),
+                                   "page": fields.Integer(), "page_size": fields.Integer()}, name=name)
+
+
 class ErrorSchema(Schema):
     error_code = fields.Integer(required=True, metadata={"description": "stable code, see docs/errors.md"})
     desc = fields.String(required=True, metadata={"description": "fixed description of the code"})

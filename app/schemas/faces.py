@@ -6,7 +6,7 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 from webargs.fields import DelimitedList
 
 from app.schemas.attributes import BasicAttributesSchema, DescriptorInSchema, DescriptorOutSchema, ExternalDataSchema
-from app.schemas.common import PaginationArgs, StrictSchema
+from app.schemas.common import PaginationArgs, StrictSchema, page_of
 
 MAX_LISTS_PER_FACE = 64
 MAX_FILTER_IDS = 1000
@@ -87,10 +87,7 @@ class FaceListArgs(FaceFilterArgs, PaginationArgs):
     pass
 
 
-class FaceListSchema(StrictSchema):
-    faces = fields.List(fields.Nested(FaceSchema))
-    page = fields.Integer()
-    page_size = fields.Integer()
+FaceListSchema = page_of("faces", FaceSchema, "FaceListSchema")
 
 
 class FaceCountSchema(StrictSchema):

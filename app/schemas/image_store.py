@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate
 
-from app.schemas.common import StrictSchema
+from app.schemas.common import StrictSchema, page_of
 from app.services.image_store import BATCH_MAX
 from app.storage import ALLOWED_TTL_DAYS, TTL_FOREVER, InvalidTTL, validate_ttl
 
@@ -65,7 +65,4 @@ class BucketSchema(StrictSchema):
     ttl = fields.Integer(allow_none=True, metadata={"description": "default TTL of objects stored without one"})
 
 
-class BucketListSchema(StrictSchema):
-    buckets = fields.List(fields.Nested(BucketSchema))
-    page = fields.Integer()
-    page_size = fields.Integer()
+BucketListSchema = page_of("buckets", BucketSchema, "BucketListSchema")

@@ -3,7 +3,7 @@ from __future__ import annotations
 from marshmallow import fields, validate
 from webargs.fields import DelimitedList
 
-from app.schemas.common import PaginationArgs, StrictSchema
+from app.schemas.common import PaginationArgs, StrictSchema, page_of
 from app.schemas.faces import MAX_FILTER_IDS, USER_DATA
 
 LIST_ACTIONS = ("attach", "detach")
@@ -43,10 +43,7 @@ class ListListArgs(ListFilterArgs, PaginationArgs):
     pass
 
 
-class ListListSchema(StrictSchema):
-    lists = fields.List(fields.Nested(ListSchema))
-    page = fields.Integer()
-    page_size = fields.Integer()
+ListListSchema = page_of("lists", ListSchema, "ListListSchema")
 
 
 class ListCountSchema(StrictSchema):

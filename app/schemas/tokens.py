@@ -4,7 +4,7 @@ from typing import Any
 
 from marshmallow import fields, validate
 
-from app.schemas.common import StrictSchema
+from app.schemas.common import StrictSchema, page_of
 from app.services.tokens import VISIBILITY_AREAS
 
 
@@ -43,7 +43,4 @@ class TokenCreatedSchema(StrictSchema):
     token = fields.String(metadata={"description": "the JWT; shown only once"})
 
 
-class TokenListSchema(StrictSchema):
-    tokens = fields.List(fields.Nested(TokenSchema))
-    page = fields.Integer()
-    page_size = fields.Integer()
+TokenListSchema = page_of("tokens", TokenSchema, "TokenListSchema")

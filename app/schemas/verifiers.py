@@ -6,7 +6,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from app import settings
-from app.schemas.common import PaginationArgs, StrictSchema
+from app.schemas.common import PaginationArgs, StrictSchema, page_of
 from app.schemas.matcher import ReferenceOutSchema, ReferenceSchema, check_candidate_count
 from inference import descriptor_format as fmt
 
@@ -48,10 +48,7 @@ class VerifierListArgs(PaginationArgs):
     account_id = fields.UUID(metadata={"description": "advanced users: another account's verifiers"})
 
 
-class VerifierListSchema(StrictSchema):
-    verifiers = fields.List(fields.Nested(VerifierSchema))
-    page = fields.Integer()
-    page_size = fields.Integer()
+VerifierListSchema = page_of("verifiers", VerifierSchema, "VerifierListSchema")
 
 
 class VerificationSchema(StrictSchema):
