@@ -55,10 +55,15 @@ def _check_vector(vector: np.ndarray, version: int) -> np.ndarray:
     return values
 
 
+def payload_bytes(vector: np.ndarray, version: int = DESCRIPTOR_VERSION) -> bytes:
+    """The checked float32 little-endian payload: what the SDK format carries after its header,
+    what the raw format encodes, and what the database stores."""
+    return _check_vector(vector, version).astype("<f4").tobytes()
+
+
 def pack(vector: np.ndarray, version: int = DESCRIPTOR_VERSION) -> bytes:
     """SDK binary format."""
-    values = _check_vector(vector, version)
-    return _HEADER.pack(SIGNATURE, version) + values.astype("<f4").tobytes()
+    return _HEADER.pack(SIGNATURE, version) + payload_bytes(vector, version)
 
 
 def unpack(data: bytes) -> tuple[int, np.ndarray]:
@@ -80,10 +85,10 @@ def unpack(data: bytes) -> tuple[int, np.ndarray]:
 
 def encode_raw(vector: np.ndarray, version: int = DESCRIPTOR_VERSION) -> str:
     """Raw format: base64 of the float32 little-endian bytes."""
-    return base64.b64encode(_check_vector(vector, version).astype("<f4").tobytes()).decode("ascii")
+    return base64.b64encode(payload_bytes(vector, version)).decode("ascii")
 
 
-def _b64decode(text: str | bytes) -> bytes:
+def b64decode(text: str | bytes) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -92,7 +97,7 @@ def _b64decode(text: str | bytes) -> bytes:
 
 def decode_raw(text: str | bytes, version: int = DESCRIPTOR_VERSION) -> np.ndarray:
     """Raw format -> float32 vector of the given version."""
-    data = _b64decode(text)
+    data = b64decode(text)
     if version in DESCRIPTOR_LENGTHS and len(data) != 4 * DESCRIPTOR_LENGTHS[version]:
         raise DescriptorFormatError(
             f"raw descriptor version {version} needs {4 * DESCRIPTOR_LENGTHS[version]} bytes, got {len(data)}"
@@ -102,7 +107,7 @@ def decode_raw(text: str | bytes, version: int = DESCRIPTOR_VERSION) -> np.ndarr
 
 def decode_base64(text: str | bytes) -> tuple[int, np.ndarray]:
     """A client's base64 descriptor in either format: SDK if it carries our signature, else raw of the default version."""
-    data = _b64decode(text)
+    data = b64decode(text)
     if data[: len(SIGNATURE)] == SIGNATURE:
         return unpack(data)
     return DESCRIPTOR_VERSION, decode_raw(text)

@@ -11,7 +11,6 @@ data, and extraction tasks with the descriptors they computed.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import threading
 import time
@@ -36,9 +35,6 @@ from inference import descriptor_format as fmt
 _SWEEP_EVERY_S = 60.0
 
 
-_HEADER_SIZE = len(fmt.SIGNATURE) + 4  # SDK layout: signature, version, then the float32 payload
-
-
 def to_float32_bytes(vector: bytes | np.ndarray | Iterable[float], version: int) -> bytes:
     """Validate a descriptor of ``version`` and return its stored form (float32 little-endian)."""
     if isinstance(vector, (bytes, bytearray, memoryview)):
@@ -46,8 +42,8 @@ def to_float32_bytes(vector: bytes | np.ndarray | Iterable[float], version: int)
             raise APIError("bad_descriptor", f"descriptor of {len(vector)} bytes is not float32 data")
         vector = np.frombuffer(bytes(vector), dtype="<f4")
     try:
-        # pack checks the version, the length and that every value is finite.
-        return fmt.pack(np.asarray(vector, dtype=np.float32), version)[_HEADER_SIZE:]
+        # payload_bytes checks the version, the length and that every value is finite.
+        return fmt.payload_bytes(np.asarray(vector, dtype=np.float32), version)
     except fmt.DescriptorFormatError as exc:
         raise APIError("bad_descriptor", str(exc)) from None
 
@@ -57,11 +53,7 @@ def decode_descriptor(item: Mapping[str, Any]) -> tuple[int, bytes]:
     given = item.get("version")
     try:
         if item.get("format", "sdk") == "sdk":
-            try:
-                data = base64.b64decode(item["descriptor"], validate=True)
-            except (binascii.Error, ValueError):
-                raise APIError("bad_descriptor", "descriptor is not valid base64") from None
-            version, vector = fmt.unpack(data)
+            version, vector = fmt.unpack(fmt.b64decode(item["descriptor"]))
             if given is not None and given != version:
                 raise APIError("bad_descriptor", f"version {given} given but the SDK descriptor is version {version}")
         else:
