@@ -1,13 +1,14 @@
 """Matcher speed: exact FlatIndex vs plain numpy, faiss IndexFlatIP and the memory-bandwidth bound.
 
 Data: N random unit 128-d float32 descriptors in one list (N = 1,000,000 and 100,000) and 1,000
-random unit queries, k = 10. Measured in the same run:
+random unit queries, k = 10. The index is built as the list cache builds it (``coded=True``: the
+batch path screens with int8 products, then re-scores in float64). Measured in the same run:
 - single-query latency p50/p99 of FlatIndex.search and of the numpy baseline (X @ q + argpartition);
 - 1,000-query batch throughput of FlatIndex.search, faiss IndexFlatIP.search and the numpy
   baseline (Q @ X.T + argpartition, 100 queries at a time so the score matrix fits in memory);
 - the bandwidth bound: descriptor bytes (N * 128 * 4) / copy bandwidth of a large np.copyto
   (bytes copied per second; a pure read scan can beat it, a copy also writes);
-- the single/batch crossover of FlatIndex (SINGLE_QUERY_MAX);
+- the single/batch crossover of FlatIndex (CODED_SINGLE_QUERY_MAX for this coded index);
 - exactness: FlatIndex ids equal a float64 brute force for a sample of queries.
 The last line is one JSON object (figures for N = 1,000,000). ``--batch-only`` times just the
 1,000-query batch against faiss at N = 1,000,000, three times.
@@ -92,24 +93,27 @@ def measure_cache_load(n: int) -> float | None:
 def crossover(index: FlatIndex, queries: np.ndarray) -> dict[str, list[float]]:
     """ms per search for small query counts through each path (the other path disabled)."""
     res: dict[str, list[float]] = {"nq": [], "single_ms": [], "batch_ms": []}
-    saved = mi.SINGLE_QUERY_MAX
+    saved = mi.SINGLE_QUERY_MAX, mi.CODED_SINGLE_QUERY_MAX
     try:
         for nq in (1, 2, 4, 8, 12, 16, 32):
             res["nq"].append(nq)
             for key, limit in (("single_ms", 1 << 30), ("batch_ms", 0)):
-                mi.SINGLE_QUERY_MAX = limit
+                mi.SINGLE_QUERY_MAX = mi.CODED_SINGLE_QUERY_MAX = limit
                 res[key].append(round(float(timed(lambda: index.search(queries[:nq], K), 3).min()) * 1e3, 2))
     finally:
-        mi.SINGLE_QUERY_MAX = saved
+        mi.SINGLE_QUERY_MAX, mi.CODED_SINGLE_QUERY_MAX = saved
     return res
 
 
 def run(n: int, singles: int) -> dict[str, object]:
     x, queries = unit(n, 1), unit(1000, 2)
-    index = FlatIndex(128, "l2", capacity=n)
+    index = FlatIndex(128, "l2", capacity=n, coded=True)  # as the list cache builds them
     t = time.perf_counter()
     index.add(np.arange(n).tolist(), x)
     add_s = time.perf_counter() - t
+    t = time.perf_counter()
+    index.prepare()
+    codes_s = time.perf_counter() - t
 
     ours_1 = np.array([timed(lambda q=q: index.search(q, K), 1)[0] for q in queries[:singles]]) * 1e3
     numpy_1 = np.array([timed(lambda q=q: numpy_topk(q, x), 1)[0] for q in queries[:singles]]) * 1e3
@@ -128,7 +132,7 @@ def run(n: int, singles: int) -> dict[str, object]:
     faiss_ids = flat.search(sample, K)[1].tolist()
     numpy_ids = numpy_topk(sample, x).tolist()
     return {
-        "n": n, "add_s": round(add_s, 2),
+        "n": n, "add_s": round(add_s, 2), "int8_codes_s": round(codes_s, 2),
         "single_p50_ms": round(float(np.percentile(ours_1, 50)), 2),
         "single_p99_ms": round(float(np.percentile(ours_1, 99)), 2),
         "numpy_single_p50_ms": round(float(np.percentile(numpy_1, 50)), 2),
@@ -147,8 +151,9 @@ def batch_only(n: int, runs: int) -> None:
     """``--batch-only``: just the 1,000-query batch of FlatIndex against faiss IndexFlatIP, ``runs``
     times in one process (for iterating on the batch path; the full bench stays the reference)."""
     x, queries = unit(n, 1), unit(1000, 2)
-    index = FlatIndex(128, "l2", capacity=n)
+    index = FlatIndex(128, "l2", capacity=n, coded=True)
     index.add(np.arange(n).tolist(), x)
+    index.prepare()
     flat = faiss.IndexFlatIP(128)
     flat.add(x)
     exact = [list(r) for r in index.search(queries[:20], K)[1]] == brute_force_ids(x, queries[:20])

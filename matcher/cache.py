@@ -73,7 +73,9 @@ class ListCache:
         indexes: dict[Hashable, FlatIndex] = {}
         for list_id, ids, descriptors in chunks:
             if self.caches(list_id):
-                indexes.setdefault(list_id, FlatIndex(self.dim, self.metric)).add(ids, descriptors)
+                indexes.setdefault(list_id, FlatIndex(self.dim, self.metric, coded=True)).add(ids, descriptors)
+        for index in indexes.values():
+            index.prepare()
         with self._cond:
             self._indexes = indexes
             self._version = max(self._version, seq)
@@ -150,5 +152,5 @@ class ListCache:
         if self.caches(list_id):
             index = self._indexes.get(list_id)
             if index is None:
-                index = self._indexes[list_id] = FlatIndex(self.dim, self.metric)
+                index = self._indexes[list_id] = FlatIndex(self.dim, self.metric, coded=True)
             index.add([face_id], x)

@@ -23,16 +23,21 @@ change sees it entirely or not at all, never half of it.
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from matcher import int8
+
 METRICS = ("l2", "ip")
 # Query counts up to this run one matrix-vector product per query; above it the blocked
-# matrix-matrix scan wins (measured crossover, see docs/matcher.md and bench/matcher.py).
+# matrix-matrix scan wins (measured crossover, see docs/matcher.md and bench/matcher.py). With
+# int8 codes the batch path already wins at two queries.
 SINGLE_QUERY_MAX = 4
+CODED_SINGLE_QUERY_MAX = 1
 # Size of the (queries x rows) score tile of the batch scan: OpenBLAS only reaches full speed on
 # wide products (K is only 128), and the comparison pass over the tile is cheap next to it.
 _BLOCK_BYTES = 32 << 20
@@ -42,6 +47,9 @@ _QUERY_BLOCK = 1024
 # k-th best score, which is all the candidate filter needs.
 _SAMPLE_MIN = 16384
 _UNIT_ROUNDOFF = 2.0 ** -24
+# Lists from this many rows on take the int8 screen in the batch path (``matcher.int8``); below
+# it the codes' memory and first-search build time buy nothing measurable.
+CODED_MIN_ROWS = 1 << 16
 
 
 class MatcherInputError(ValueError):
@@ -115,6 +123,7 @@ class _Snapshot:
     ids: np.ndarray       # (n,) object view, parallel to rows
     dead: np.ndarray      # sorted int64 positions of removed rows (tombstones)
     max_norm: float       # upper bound of |x| over rows, for the rounding-error bound
+    codes: int8.Codes | None  # int8 copy of the buffer's rows (coded indexes), shared by its snapshots
 
     @property
     def live(self) -> int:
@@ -174,22 +183,26 @@ def _search_single(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: 
         out[0][i], out[1][i] = scores, ids
 
 
+def _sample_kth(queries: np.ndarray, snap: _Snapshot, k: int, metric: str) -> np.ndarray:
+    """Each query's k-th best float32 score over a strided sample of the rows (-inf when the
+    sample is too small): within the float32 bound of a lower bound of the real k-th best, so
+    the scans can discard almost every row with one comparison."""
+    n = snap.rows.shape[0]
+    stride = max(1, n // max(_SAMPLE_MIN, 16 * k))
+    sample_pos = np.arange(0, n, stride)
+    if sample_pos.size < k:
+        return np.full(queries.shape[0], -np.inf)
+    sample = queries @ snap.rows[sample_pos].T
+    if metric == "l2":
+        sample += snap.bias[sample_pos]
+    sample[:, np.isin(sample_pos, snap.dead)] = -np.inf
+    return _lower_threshold(sample, k).astype(np.float64)
+
+
 def _search_batch(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: int, metric: str,
                   out: tuple[np.ndarray, np.ndarray]) -> None:
     n, nq = snap.rows.shape[0], queries.shape[0]
-    # Lower bound of each query's k-th best score from a strided sample, so the scan can discard
-    # almost every score with one comparison.
-    stride = max(1, n // max(_SAMPLE_MIN, 16 * k))
-    sample_pos = np.arange(0, n, stride)
-    if sample_pos.size >= k:
-        sample = queries @ snap.rows[sample_pos].T
-        if metric == "l2":
-            sample += snap.bias[sample_pos]
-        sample[:, np.isin(sample_pos, snap.dead)] = -np.inf
-        limit = _lower_threshold(sample, k) - 2.0 * bounds
-    else:
-        limit = np.full(nq, -np.inf)
-    limit = limit.astype(np.float32)[:, None]
+    limit = (_sample_kth(queries, snap, k, metric) - 2.0 * bounds).astype(np.float32)[:, None]
     width = min(_BLOCK_ROWS_MAX, max(256, _BLOCK_BYTES // (4 * nq)))
     tile = np.empty(nq * width, dtype=np.float32)
     mask = np.empty(nq * width, dtype=bool)
@@ -226,13 +239,90 @@ def _search_batch(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: i
     qi = np.concatenate(found_q) if found_q else np.empty(0, np.int64)
     pos = np.concatenate(found_pos) if found_pos else np.empty(0, np.int64)
     val = np.concatenate(found_s) if found_s else np.empty(0, np.float32)
+    _select_all(queries, qi, pos, val, bounds, snap, k, metric, out)
+
+
+def _select_all(queries: np.ndarray, qi: np.ndarray, pos: np.ndarray, val: np.ndarray, bounds: np.ndarray,
+                snap: _Snapshot, k: int, metric: str, out: tuple[np.ndarray, np.ndarray]) -> None:
+    """``_select`` for every query, from (query, position, approximate score) candidate triples."""
     order = np.argsort(qi, kind="stable")
     qi, pos, val = qi[order], pos[order], val[order]
-    bounds_at = np.searchsorted(qi, np.arange(nq + 1))
-    for i in range(nq):
+    bounds_at = np.searchsorted(qi, np.arange(queries.shape[0] + 1))
+    for i in range(queries.shape[0]):
         a, b = bounds_at[i], bounds_at[i + 1]
         scores, ids = _select(queries[i], pos[a:b], val[a:b], bounds[i], k, snap, metric)
         out[0][i], out[1][i] = scores, ids
+
+
+def _kth_per_query(qi: np.ndarray, s: np.ndarray, nq: int, k: int) -> np.ndarray:
+    """k-th largest of ``s`` within each query's group (-inf for groups smaller than k)."""
+    order = np.lexsort((-s, qi))
+    qs = qi[order]
+    rank = np.arange(qs.size) - np.searchsorted(qs, qs)
+    kth = np.full(nq, -np.inf)
+    at = rank == k - 1
+    kth[qs[at]] = s[order][at]
+    return kth
+
+
+def _search_coded(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: int, metric: str,
+                  out: tuple[np.ndarray, np.ndarray], sess: object) -> None:
+    """Batch path with the int8 screen (``matcher.int8``): chunk by chunk, the screen returns the
+    rows that may reach each query's lower bound ``floor`` of its k-th best score; they are scored
+    in float64 at once, which raises ``floor`` to the k-th best found so far (rows below it are
+    dropped) and so narrows the screen of the following chunks. One thread per core takes chunks
+    in turn (the product and numpy passes release the GIL); they share ``floor`` under a lock."""
+    n, nq = snap.rows.shape[0], queries.shape[0]
+    q64 = queries.astype(np.float64)
+    # Float64 scores of the float32 values differ from each other's formulas by far less than
+    # this; it keeps ties with the k-th best on the right side of every comparison.
+    slack = 1e-9 * (1.0 + np.einsum("ij,ij->i", q64, q64) + snap.max_norm ** 2)
+    coded = int8.code_queries(queries)
+    lock = threading.Lock()
+    state = {"floor": _sample_kth(queries, snap, k, metric) - bounds - slack,
+             "qi": np.empty(0, np.int64), "pos": np.empty(0, np.int64), "exact": np.empty(0)}
+    chunks = iter(range(-(-n // int8.CHUNK)))
+    errors: list[BaseException] = []
+
+    def scan() -> None:
+        try:
+            while True:
+                with lock:
+                    c = next(chunks, None)
+                    floor = state["floor"]
+                if c is None:
+                    return
+                hq, hp = int8.screen(sess, coded, snap.codes.chunk(snap.rows, c), floor)
+                keep = hp < n
+                if snap.dead.size:
+                    at = np.minimum(np.searchsorted(snap.dead, hp), snap.dead.size - 1)
+                    keep &= snap.dead[at] != hp
+                hq, hp = hq[keep], hp[keep]
+                if not hq.size:
+                    continue
+                rows = snap.rows[hp].astype(np.float64)
+                s = np.einsum("ij,ij->i", rows, q64[hq])
+                if metric == "l2":
+                    s -= 0.5 * np.einsum("ij,ij->i", rows, rows)
+                with lock:
+                    qi = np.concatenate([state["qi"], hq])
+                    exact = np.concatenate([state["exact"], s])
+                    pos = np.concatenate([state["pos"], hp])
+                    floor = state["floor"] = np.maximum(state["floor"], _kth_per_query(qi, exact, nq, k) - slack)
+                    keep = exact >= floor[qi]
+                    state.update(qi=qi[keep], pos=pos[keep], exact=exact[keep])
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=scan, daemon=True) for _ in range(max(1, min(os.cpu_count() or 1, 8)) - 1)]
+    for w in workers:
+        w.start()
+    scan()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+    _select_all(queries, state["qi"], state["pos"], state["exact"], slack, snap, k, metric, out)
 
 
 def _search_snapshot(snap: _Snapshot, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -244,10 +334,17 @@ def _search_snapshot(snap: _Snapshot, queries: np.ndarray, k: int, metric: str) 
     if kk == 0 or nq == 0:
         return scores, ids
     bounds = _error_bound(np.linalg.norm(queries.astype(np.float64), axis=1), snap.max_norm, dim)
-    path = _search_single if nq <= SINGLE_QUERY_MAX else _search_batch
+    coded = snap.codes is not None and snap.rows.shape[0] >= CODED_MIN_ROWS
+    single = nq <= (CODED_SINGLE_QUERY_MAX if coded else SINGLE_QUERY_MAX)
     for a in range(0, nq, _QUERY_BLOCK):
         b = min(nq, a + _QUERY_BLOCK)
-        path(queries[a:b], bounds[a:b], snap, kk, metric, (scores[a:b], ids[a:b]))
+        part = (queries[a:b], bounds[a:b], snap, kk, metric, (scores[a:b], ids[a:b]))
+        if single:
+            _search_single(*part)
+        elif coded:
+            _search_coded(*part, int8.session())
+        else:
+            _search_batch(*part)
     return scores, ids
 
 
@@ -260,9 +357,14 @@ def check_space(dim: int, metric: str) -> None:
 
 
 class FlatIndex:
-    """Exact top-k index over one list's descriptors (ids are str or int, unique per index)."""
+    """Exact top-k index over one list's descriptors (ids are str or int, unique per index).
 
-    def __init__(self, dim: int = 128, metric: str = "l2", capacity: int = 1024) -> None:
+    ``coded``: keep an int8 copy of the rows for the batch path's screen (``matcher.int8``; 1 byte
+    per dimension more). Worth it for long-lived indexes such as the list cache's; building the
+    codes costs about as much as scanning 1,500 queries saves, so one-shot indexes go without.
+    """
+
+    def __init__(self, dim: int = 128, metric: str = "l2", capacity: int = 1024, coded: bool = False) -> None:
         check_space(dim, metric)
         self.dim = dim
         self.metric = metric
@@ -273,7 +375,10 @@ class FlatIndex:
         self._pos: dict[Hashable, int] = {}
         self._n = 0
         self._id_kind: type | None = None
-        self._snap = _Snapshot(self._buf[:0], self._bias[:0], self._id_buf[:0], np.empty(0, np.int64), 0.0)
+        self._coded = coded and int8.session() is not None
+        self._codes = int8.Codes(metric == "l2") if self._coded else None
+        self._snap = _Snapshot(self._buf[:0], self._bias[:0], self._id_buf[:0], np.empty(0, np.int64), 0.0,
+                               self._codes)
 
     def __len__(self) -> int:
         return self._snap.live
@@ -333,6 +438,14 @@ class FlatIndex:
         q = as_descriptors(queries, self.dim, "queries")
         return _search_snapshot(self._snap, q, int(k), self.metric)
 
+    def prepare(self) -> None:
+        """Build the int8 codes now (coded indexes of CODED_MIN_ROWS rows or more) instead of in
+        the first batch search; chunks that rows are added to later are rebuilt on demand."""
+        snap = self._snap
+        if snap.codes is not None and snap.rows.shape[0] >= CODED_MIN_ROWS:
+            for c in range(-(-snap.rows.shape[0] // int8.CHUNK)):
+                snap.codes.chunk(snap.rows, c)
+
     def _grow(self, need: int) -> None:
         cap = max(need, 2 * self._buf.shape[0])
         buf = np.empty((cap, self.dim), dtype=np.float32)
@@ -348,7 +461,7 @@ class FlatIndex:
         if dead.size > max(1024, n // 4):
             self._compact(dead)
             return
-        self._snap = _Snapshot(self._buf[:n], self._bias[:n], self._id_buf[:n], dead, max_norm)
+        self._snap = _Snapshot(self._buf[:n], self._bias[:n], self._id_buf[:n], dead, max_norm, self._codes)
 
     def _compact(self, dead: np.ndarray) -> None:
         """Move live rows into new buffers (old snapshots keep the old ones) and reset positions."""
@@ -358,4 +471,6 @@ class FlatIndex:
         self._n = self._buf.shape[0]
         self._pos = dict(zip(self._id_buf.tolist(), range(self._n)))
         max_norm = float(np.sqrt(-2.0 * self._bias.min())) if self._n else 0.0
-        self._snap = _Snapshot(self._buf, self._bias, self._id_buf, np.empty(0, np.int64), max_norm)
+        if self._coded:  # positions moved: the old codes describe old rows
+            self._codes = int8.Codes(self.metric == "l2")
+        self._snap = _Snapshot(self._buf, self._bias, self._id_buf, np.empty(0, np.int64), max_norm, self._codes)
