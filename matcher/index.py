@@ -46,6 +46,8 @@ _QUERY_BLOCK = 1024
 # Threshold samples: the k-th best score over every ``stride``-th row is a lower bound on the real
 # k-th best score, which is all the candidate filter needs.
 _SAMPLE_MIN = 16384
+# The int8 path only needs a first limit: after its first chunks the k-th best found takes over.
+_CODED_SAMPLE_MIN = 2048
 _UNIT_ROUNDOFF = 2.0 ** -24
 # Lists from this many rows on take the int8 screen in the batch path (``matcher.int8``); below
 # it the codes' memory and first-search build time buy nothing measurable.
@@ -137,29 +139,6 @@ def _error_bound(query_norms: np.ndarray, max_norm: float, dim: int) -> np.ndarr
     return gamma * (query_norms * max_norm + max_norm * max_norm + 1e-30)
 
 
-def _select(query: np.ndarray, cand: np.ndarray, approx: np.ndarray, bound: float, k: int,
-            snap: _Snapshot, metric: str) -> tuple[np.ndarray, list[Hashable]]:
-    """Exact top-k of one query among candidate positions whose approximate scores are given."""
-    alive = approx > -np.inf  # tombstoned rows can only slip in when the threshold is -inf
-    cand, approx = cand[alive], approx[alive]
-    if cand.size > k:
-        kth = np.partition(approx, cand.size - k)[cand.size - k]
-        keep = approx >= kth - 2.0 * bound
-        cand = cand[keep]
-    rows = snap.rows[cand]
-    exact = exact_scores(query[None, :], rows, metric)
-    key = exact if metric == "l2" else -exact
-    if cand.size > k:
-        cut = np.partition(key, k - 1)[k - 1]
-        tie_ok = np.flatnonzero(key <= cut)
-    else:
-        tie_ok = np.arange(cand.size)
-    ids = snap.ids[cand]
-    order = sorted(tie_ok.tolist(), key=lambda i: (key[i], ids[i]))[:k]
-    scores = np.sqrt(exact[order]) if metric == "l2" else exact[order]
-    return scores, [ids[i] for i in order]
-
-
 def _lower_threshold(scores: np.ndarray, k: int) -> np.ndarray:
     """k-th largest per row of a (Q, m) score matrix (m >= k)."""
     m = scores.shape[1]
@@ -179,16 +158,16 @@ def _search_single(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: 
         thr = _lower_threshold(sample[None, :], k)[0] if sample.size >= k else -np.inf
         # float32 limit: a float64 one would make the comparison upcast all n scores
         cand = np.flatnonzero(s >= np.float32(thr - 2.0 * bounds[i]))
-        scores, ids = _select(queries[i], cand, s[cand], bounds[i], k, snap, metric)
-        out[0][i], out[1][i] = scores, ids
+        _select_all(queries[i:i + 1], np.zeros(cand.size, np.int64), cand, s[cand], bounds[i:i + 1], snap, k,
+                    metric, (out[0][i:i + 1], out[1][i:i + 1]))
 
 
-def _sample_kth(queries: np.ndarray, snap: _Snapshot, k: int, metric: str) -> np.ndarray:
+def _sample_kth(queries: np.ndarray, snap: _Snapshot, k: int, metric: str, size: int) -> np.ndarray:
     """Each query's k-th best float32 score over a strided sample of the rows (-inf when the
     sample is too small): within the float32 bound of a lower bound of the real k-th best, so
-    the scans can discard almost every row with one comparison."""
+    the scans can discard almost every row with one comparison. ``size``: rows to sample, at least."""
     n = snap.rows.shape[0]
-    stride = max(1, n // max(_SAMPLE_MIN, 16 * k))
+    stride = max(1, n // max(size, 16 * k))
     sample_pos = np.arange(0, n, stride)
     if sample_pos.size < k:
         return np.full(queries.shape[0], -np.inf)
@@ -202,7 +181,7 @@ def _sample_kth(queries: np.ndarray, snap: _Snapshot, k: int, metric: str) -> np
 def _search_batch(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: int, metric: str,
                   out: tuple[np.ndarray, np.ndarray]) -> None:
     n, nq = snap.rows.shape[0], queries.shape[0]
-    limit = (_sample_kth(queries, snap, k, metric) - 2.0 * bounds).astype(np.float32)[:, None]
+    limit = (_sample_kth(queries, snap, k, metric, _SAMPLE_MIN) - 2.0 * bounds).astype(np.float32)[:, None]
     width = min(_BLOCK_ROWS_MAX, max(256, _BLOCK_BYTES // (4 * nq)))
     tile = np.empty(nq * width, dtype=np.float32)
     mask = np.empty(nq * width, dtype=bool)
@@ -242,27 +221,59 @@ def _search_batch(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: i
     _select_all(queries, qi, pos, val, bounds, snap, k, metric, out)
 
 
-def _select_all(queries: np.ndarray, qi: np.ndarray, pos: np.ndarray, val: np.ndarray, bounds: np.ndarray,
+def _group_rank(qi: np.ndarray) -> np.ndarray:
+    """Position of each element within its run of equal values of the sorted array ``qi``."""
+    return np.arange(qi.size) - np.searchsorted(qi, qi)
+
+
+def _select_all(queries: np.ndarray, qi: np.ndarray, pos: np.ndarray, approx: np.ndarray, bounds: np.ndarray,
                 snap: _Snapshot, k: int, metric: str, out: tuple[np.ndarray, np.ndarray]) -> None:
-    """``_select`` for every query, from (query, position, approximate score) candidate triples."""
-    order = np.argsort(qi, kind="stable")
-    qi, pos, val = qi[order], pos[order], val[order]
-    bounds_at = np.searchsorted(qi, np.arange(queries.shape[0] + 1))
-    for i in range(queries.shape[0]):
-        a, b = bounds_at[i], bounds_at[i + 1]
-        scores, ids = _select(queries[i], pos[a:b], val[a:b], bounds[i], k, snap, metric)
-        out[0][i], out[1][i] = scores, ids
+    """Exact top-k of every query from (query, position, approximate score) candidate triples
+    whose approximate scores are within ``bounds`` (per query) of the real ones; fills ``out``.
 
-
-def _kth_per_query(qi: np.ndarray, s: np.ndarray, nq: int, k: int) -> np.ndarray:
-    """k-th largest of ``s`` within each query's group (-inf for groups smaller than k)."""
-    order = np.lexsort((-s, qi))
-    qs = qi[order]
-    rank = np.arange(qs.size) - np.searchsorted(qs, qs)
+    All queries at once: candidates more than two bounds below their query's k-th best
+    approximate score go, the rest are scored in float64 and sorted by (query, score, id) (ids
+    compared in Python only within runs of equal scores)."""
+    nq = queries.shape[0]
+    alive = approx > -np.inf  # tombstoned rows can only slip in when the threshold is -inf
+    qi, pos, approx = qi[alive], pos[alive], approx[alive]
+    order = np.lexsort((-approx, qi))
+    qi, pos, approx = qi[order], pos[order], approx[order]
     kth = np.full(nq, -np.inf)
-    at = rank == k - 1
-    kth[qs[at]] = s[order][at]
-    return kth
+    at = _group_rank(qi) == k - 1
+    kth[qi[at]] = approx[at]
+    keep = approx >= kth[qi] - 2.0 * bounds[qi]
+    qi, pos = qi[keep], pos[keep]
+    exact = exact_scores(queries[qi], snap.rows[pos], metric)
+    key = exact if metric == "l2" else -exact
+    order = np.lexsort((key, qi))
+    qi, pos, key, exact = qi[order], pos[order], key[order], exact[order]
+    ids = snap.ids[pos]
+    tied = np.flatnonzero((qi[1:] == qi[:-1]) & (key[1:] == key[:-1]))
+    if tied.size:
+        perm = np.arange(qi.size)
+        for run in np.split(tied, np.flatnonzero(np.diff(tied) > 1) + 1):
+            a, b = run[0], run[-1] + 2
+            perm[a:b] = a + np.array(sorted(range(b - a), key=lambda j: ids[a + j]))
+        qi, exact, ids = qi[perm], exact[perm], ids[perm]
+    rank = _group_rank(qi)
+    take = rank < out[0].shape[1]
+    out[0][qi[take], rank[take]] = np.sqrt(exact[take]) if metric == "l2" else exact[take]
+    out[1][qi[take], rank[take]] = ids[take]
+
+
+def _merge_best(best: np.ndarray, qi: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Each query's k best scores (descending; -inf pads) of ``best`` (nq, k) and of the new
+    (query, score) pairs: only the new pairs get sorted, not everything found so far."""
+    nq, k = best.shape
+    order = np.lexsort((-s, qi))
+    qs, ss = qi[order], s[order]
+    rank = np.arange(qs.size) - np.searchsorted(qs, qs)
+    top = rank < k
+    new = np.full((nq, k), -np.inf)
+    new[qs[top], rank[top]] = ss[top]
+    both = np.concatenate([best, new], axis=1)
+    return -np.sort(-both, axis=1)[:, :k]
 
 
 def _search_coded(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: int, metric: str,
@@ -279,8 +290,8 @@ def _search_coded(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: i
     slack = 1e-9 * (1.0 + np.einsum("ij,ij->i", q64, q64) + snap.max_norm ** 2)
     coded = int8.code_queries(queries)
     lock = threading.Lock()
-    state = {"floor": _sample_kth(queries, snap, k, metric) - bounds - slack,
-             "qi": np.empty(0, np.int64), "pos": np.empty(0, np.int64), "exact": np.empty(0)}
+    state = {"floor": _sample_kth(queries, snap, k, metric, _CODED_SAMPLE_MIN) - bounds - slack,
+             "best": np.full((nq, k), -np.inf), "found": []}
     chunks = iter(range(-(-n // int8.CHUNK)))
     errors: list[BaseException] = []
 
@@ -305,12 +316,9 @@ def _search_coded(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: i
                 if metric == "l2":
                     s -= 0.5 * np.einsum("ij,ij->i", rows, rows)
                 with lock:
-                    qi = np.concatenate([state["qi"], hq])
-                    exact = np.concatenate([state["exact"], s])
-                    pos = np.concatenate([state["pos"], hp])
-                    floor = state["floor"] = np.maximum(state["floor"], _kth_per_query(qi, exact, nq, k) - slack)
-                    keep = exact >= floor[qi]
-                    state.update(qi=qi[keep], pos=pos[keep], exact=exact[keep])
+                    state["best"] = _merge_best(state["best"], hq, s)
+                    state["floor"] = np.maximum(state["floor"], state["best"][:, -1] - slack)
+                    state["found"].append((hq, hp, s))
         except BaseException as exc:  # re-raised in the caller's thread
             errors.append(exc)
 
@@ -322,7 +330,10 @@ def _search_coded(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: i
         w.join()
     if errors:
         raise errors[0]
-    _select_all(queries, state["qi"], state["pos"], state["exact"], slack, snap, k, metric, out)
+    qi, pos, exact = (np.concatenate(parts) for parts in zip(*state["found"])) if state["found"] else \
+        (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
+    keep = exact >= state["floor"][qi]  # the final floor: rows below it cannot be in the top k
+    _select_all(queries, qi[keep], pos[keep], exact[keep], slack, snap, k, metric, out)
 
 
 def _search_snapshot(snap: _Snapshot, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
