@@ -100,7 +100,7 @@ def pyramid_down(image: np.ndarray) -> np.ndarray:
     rows, cols = image.shape[:2]
     if rows <= 8 or cols <= 8:
         return np.zeros((0, 0, 3), dtype=np.uint8)
-    x = image.astype(np.int32)
+    x = image.astype(np.uint16)  # 16 * 16 * 255 = 65280: the filter's sums fit exactly
     out_cols = (cols - 3) // 2
     taps = [x[:, k : k + 2 * out_cols : 2] for k in range(5)]
     horizontal = taps[0] + 4 * taps[1] + 6 * taps[2] + 4 * taps[3] + taps[4]
@@ -119,11 +119,11 @@ def _bilinear(source: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     top_c = np.clip(top, 0, max(rows - 2, 0))
     fx = (xs - left)[..., None]
     fy = (ys - top)[..., None]
-    src = source.astype(np.float64)
-    tl = src[top_c, left_c]
-    tr = src[top_c, left_c + 1]
-    bl = src[top_c + 1, left_c]
-    br = src[top_c + 1, left_c + 1]
+    # Flat row lookups of only the pixels needed: converting the whole source to float64 and
+    # indexing it in 2-D cost 3x more per chip.
+    flat = np.ascontiguousarray(source).reshape(-1, 3)
+    at = top_c * cols + left_c
+    tl, tr, bl, br = (np.take(flat, at + offset, axis=0).astype(np.float64) for offset in (0, 1, cols, cols + 1))
     value = (1 - fy) * ((1 - fx) * tl + fx * tr) + fy * ((1 - fx) * bl + fx * br)
     out = np.clip(value, 0, 255).astype(np.uint8)  # C++ cast to unsigned char truncates
     out[~valid] = 0

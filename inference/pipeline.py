@@ -33,8 +33,7 @@ def detect(images: list[np.ndarray]) -> list[list[Detection]]:
 
 def landmarks5(images: list[np.ndarray], detections: list[list[Detection]]) -> list[np.ndarray]:
     """(N_i, 5, 2) landmarks per image, from dlib's 5-point predictor run in each detection box."""
-    predictor = registry.get("face_landmarks5")
-    return [predictor.predict_many(image, [d.box for d in dets]) for image, dets in zip(images, detections)]
+    return registry.get("face_landmarks5").predict_batch(images, [[d.box for d in dets] for dets in detections])
 
 
 def warp(images: list[np.ndarray], landmarks: list[np.ndarray]) -> list[np.ndarray]:

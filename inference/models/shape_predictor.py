@@ -4,8 +4,8 @@ Reproduces ``dlib.shape_predictor`` on ``shape_predictor_5_face_landmarks.dat`` 
 ``face_recognition_models`` package): the descriptor was trained on chips aligned with exactly
 these points, so alignment quality depends on reproducing them, not on any "better" landmarks.
 Points are returned as floats (dlib rounds them to whole pixels); ``np.floor(p + 0.5)`` gives
-dlib's values. Each cascade level runs vectorised over all its trees and over all faces of an
-image. The 5 points are: subject's left eye outer and inner corners, right eye outer and inner
+dlib's values. Each cascade level runs vectorised over all its trees and over all faces of a
+batch of images. The 5 points are: subject's left eye outer and inner corners, right eye outer and inner
 corners (i.e. image right to left for a frontal face: 0 and 1 on the image's right side), and
 the base of the nose.
 
@@ -36,45 +36,60 @@ class ShapePredictor:
 
     def predict_many(self, image_rgb: np.ndarray, boxes: list[Box]) -> np.ndarray:
         """Landmarks (N, P, 2) float32 for several faces of one image."""
-        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
-            raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image_rgb.shape} {image_rgb.dtype}")
-        n = len(boxes)
+        return self.predict_batch([image_rgb], [boxes])[0]
+
+    def predict_batch(self, images: list[np.ndarray], boxes: list[list[Box]]) -> list[np.ndarray]:
+        """Landmarks (N_i, P, 2) float32 per image for the faces in its boxes. Every face of every
+        image goes through each cascade level together: per image, the per-level numpy calls cost
+        more than the arithmetic (11 of 13 ms per LFW photo when run image by image)."""
+        for image_rgb in images:
+            if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+                raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image_rgb.shape} {image_rgb.dtype}")
+        counts = [len(b) for b in boxes]
+        n = sum(counts)
         if n == 0:
-            return np.zeros((0, self.num_points, 2), dtype=np.float32)
-        height, width = image_rgb.shape[:2]
-        box_arr = np.asarray(boxes, dtype=np.float64).reshape(n, 4)
+            return [np.zeros((0, self.num_points, 2), dtype=np.float32) for _ in images]
+        spans = [(k, a, a + c) for k, (a, c) in enumerate(zip(np.cumsum([0, *counts[:-1]]), counts)) if c]
+        pixels = {k: np.ascontiguousarray(images[k]).reshape(-1, 3) for k, _, _ in spans}  # (H * W, 3) views
+        sizes = np.repeat([image.shape[:2] for image in images], counts, axis=0)[:, None, :]  # (N, 1, 2)
+        height, width = sizes[..., 0], sizes[..., 1]
+        box_arr = np.asarray([b for image_boxes in boxes for b in image_boxes], dtype=np.float64).reshape(n, 4)
         # dlib maps the normalised shape's [0,1] square onto the rectangle's corner pixels,
         # i.e. onto (left .. left + w - 1); its rectangles have inclusive right/bottom edges.
         origin = box_arr[:, None, :2]  # (N,1,2)
         extent = box_arr[:, None, 2:] - 1.0
         initial = self.model.initial_shape
         current = np.repeat(initial[None], n, axis=0).astype(np.float32)  # (N,P,2)
-        faces = np.arange(n)[:, None]
         for level in self.model.cascades:
             tform = similarity_matrices(initial.astype(np.float64), current.astype(np.float64)).astype(np.float32)
             # feature pixels: the level's offsets, rotated/scaled like the current shape, from their anchors
-            normalised = np.einsum("nij,fj->nfi", tform, level.deltas) + current[:, level.anchor]
+            normalised = np.matmul(level.deltas, tform.transpose(0, 2, 1)) + current[:, level.anchor]
             pixel = np.floor(origin + normalised.astype(np.float64) * extent + 0.5).astype(np.int64)
             x, y = pixel[..., 0], pixel[..., 1]
             inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
-            rgb = image_rgb[np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)].astype(np.int32)
-            features = np.where(inside, rgb.sum(axis=-1) // 3, 0).astype(np.float32)  # dlib's rgb intensity
-            node = np.zeros((n, level.idx1.shape[0]), dtype=np.int64)
-            trees = np.arange(level.idx1.shape[0])[None, :]
-            n_splits = level.idx1.shape[1]
-            while True:
-                internal = node < n_splits
-                if not internal.any():
-                    break
-                at = np.minimum(node, n_splits - 1)
-                diff = features[faces, level.idx1[trees, at]] - features[faces, level.idx2[trees, at]]
-                step = np.where(diff > level.thresh[trees, at], 1, 2)
-                node = np.where(internal, 2 * node + step, node)
+            flat = np.minimum(np.maximum(y, 0), height - 1) * width + np.minimum(np.maximum(x, 0), width - 1)
+            rgb = np.empty((*flat.shape, 3), dtype=np.uint8)
+            for k, a, b in spans:  # 2-D fancy indexing of the images instead: 5x slower
+                np.take(pixels[k], flat[a:b], axis=0, out=rgb[a:b])
+            features = np.where(inside, rgb.sum(axis=-1, dtype=np.int32) // 3, 0).astype(np.float32)  # dlib's rgb intensity
+            # Complete trees (S = 2^depth - 1 splits): every face walks every tree down ``depth``
+            # levels, children of node i being 2i+1 (diff > threshold) and 2i+2. Flat np.take
+            # lookups: 2-D fancy indexing cost 4x more here.
+            n_trees, n_splits = level.idx1.shape
+            tree_base = np.arange(n_trees)[None, :] * n_splits
+            face_base = np.arange(n)[:, None] * features.shape[1]
+            node = np.zeros((n, n_trees), dtype=np.int64)
+            for _ in range(n_splits.bit_length()):
+                at = tree_base + node
+                diff = np.take(features, face_base + np.take(level.idx1, at)) - np.take(features, face_base + np.take(level.idx2, at))
+                node = 2 * node + np.where(diff > np.take(level.thresh, at), 1, 2)
             # dlib adds the leaves one by one in float32; a sequential accumulate keeps its rounding,
             # which matters because later levels round feature positions to whole pixels
-            steps = np.concatenate([current.reshape(n, 1, -1), level.leaves[trees, node - n_splits]], axis=1)
+            leaves = np.take(level.leaves.reshape(-1, level.leaves.shape[2]), tree_base // n_splits * (n_splits + 1) + node - n_splits, axis=0)
+            steps = np.concatenate([current.reshape(n, 1, -1), leaves], axis=1)
             current = np.add.accumulate(steps, axis=1, dtype=np.float32)[:, -1].reshape(n, self.num_points, 2)
-        return (origin + current.astype(np.float64) * extent).astype(np.float32)
+        points = (origin + current.astype(np.float64) * extent).astype(np.float32)
+        return np.split(points, np.cumsum(counts)[:-1])
 
 
 def load(device: str = "cpu") -> ShapePredictor:

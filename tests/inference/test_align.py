@@ -59,6 +59,22 @@ def test_predict_many_equals_single(shape_predictor: Any, reference_faces: list)
     assert shape_predictor.predict_many(image, []).shape == (0, 5, 2)
 
 
+def test_predict_batch_equals_per_image(shape_predictor: Any, reference_faces: list) -> None:
+    """Faces of different images (different sizes, one image without faces) in one batch give
+    exactly the per-image results."""
+    chosen = reference_faces[:4]
+    images = [image for image, _ in chosen]
+    images.insert(2, np.zeros((40, 60, 3), np.uint8))
+    boxes = [[(s.rect.left(), s.rect.top(), s.rect.width(), s.rect.height())] for _, s in chosen]
+    boxes[1].append((boxes[1][0][0] + 5, boxes[1][0][1], boxes[1][0][2], boxes[1][0][3]))
+    boxes.insert(2, [])
+    batch = shape_predictor.predict_batch(images, boxes)
+    assert [len(points) for points in batch] == [1, 2, 0, 1, 1]
+    for image, image_boxes, points in zip(images, boxes, batch):
+        np.testing.assert_array_equal(points, shape_predictor.predict_many(image, image_boxes))
+    assert [p.shape for p in shape_predictor.predict_batch([images[2]], [[]])] == [(0, 5, 2)]
+
+
 def test_chips_match_dlib_get_face_chip(reference_faces: list, dlib_reference: dict) -> None:
     dlib = dlib_reference["dlib"]
     diffs = []
