@@ -126,14 +126,16 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
 
 class _Integrals:
     """Summed-area tables of some of the images, (3, H + 1, W + 1) each with a zero first row and
-    column, laid end to end in one buffer so that crops from every image are one gather. float64
-    keeps the sums of 0..255 integers exact on any image the API accepts."""
+    column, laid end to end in one buffer so that crops from every image are one gather. Sums of
+    0..255 integers stay exact: int32 while the largest table fits (any image up to about 2,900 px
+    square, so every detector working copy), which halves the gather's bytes; float64 beyond."""
 
     def __init__(self, images: list[torch.Tensor], used: list[int]) -> None:
         device = images[0].device
         self.dims = torch.tensor([list(img.shape[1:]) for img in images], dtype=torch.long, device=device)
         sizes = [3 * (images[k].shape[1] + 1) * (images[k].shape[2] + 1) if k in used else 0 for k in range(len(images))]
-        self.flat = torch.empty(sum(sizes), dtype=torch.float64, device=device)
+        exact_int32 = max(sizes) // 3 * 255 < 2 ** 31
+        self.flat = torch.empty(sum(sizes), dtype=torch.int32 if exact_int32 else torch.float64, device=device)
         self.base = torch.tensor([0, *sizes[:-1]], device=device).cumsum(0)
         for k in used:
             h, w = images[k].shape[1:]
