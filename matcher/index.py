@@ -37,7 +37,7 @@ METRICS = ("l2", "ip")
 # matrix-matrix scan wins (measured crossover, see docs/matcher.md and bench/matcher.py). With
 # int8 codes the batch path already wins at two queries.
 SINGLE_QUERY_MAX = 4
-CODED_SINGLE_QUERY_MAX = 1
+CODED_SINGLE_QUERY_MAX = 2
 # Size of the (queries x rows) score tile of the batch scan: OpenBLAS only reaches full speed on
 # wide products (K is only 128), and the comparison pass over the tile is cheap next to it.
 _BLOCK_BYTES = 32 << 20
@@ -315,6 +315,8 @@ def _search_coded(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: i
                 s = np.einsum("ij,ij->i", rows, q64[hq])
                 if metric == "l2":
                     s -= 0.5 * np.einsum("ij,ij->i", rows, rows)
+                above = s >= floor[hq]  # the screen's margin lets through rows the floor already rules out
+                hq, hp, s = hq[above], hp[above], s[above]
                 with lock:
                     state["best"] = _merge_best(state["best"], hq, s)
                     state["floor"] = np.maximum(state["floor"], state["best"][:, -1] - slack)
