@@ -280,17 +280,15 @@ def _search_coded(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: i
                   out: tuple[np.ndarray, np.ndarray], sess: object) -> None:
     """Batch path with the int8 screen (``matcher.int8``): chunk by chunk, the screen returns the
     rows that may reach each query's lower bound ``floor`` of its k-th best score; they are scored
-    in float64 at once, which raises ``floor`` to the k-th best found so far (rows below it are
-    dropped) and so narrows the screen of the following chunks. One thread per core takes chunks
-    in turn (the product and numpy passes release the GIL); they share ``floor`` under a lock."""
+    in float32 at once (within ``bounds`` of the real scores), which raises ``floor`` to the k-th
+    best found so far less the bound (rows that cannot reach it are dropped) and so narrows the
+    screen of the following chunks; ``_select_all`` then ranks the survivors in float64, as on
+    the float32 path. One thread per core takes chunks in turn (the product and numpy passes
+    release the GIL); they share ``floor`` under a lock."""
     n, nq = snap.rows.shape[0], queries.shape[0]
-    q64 = queries.astype(np.float64)
-    # Float64 scores of the float32 values differ from each other's formulas by far less than
-    # this; it keeps ties with the k-th best on the right side of every comparison.
-    slack = 1e-9 * (1.0 + np.einsum("ij,ij->i", q64, q64) + snap.max_norm ** 2)
     coded = int8.code_queries(queries)
     lock = threading.Lock()
-    state = {"floor": _sample_kth(queries, snap, k, metric, _CODED_SAMPLE_MIN) - bounds - slack,
+    state = {"floor": _sample_kth(queries, snap, k, metric, _CODED_SAMPLE_MIN) - bounds,
              "best": np.full((nq, k), -np.inf), "found": []}
     chunks = iter(range(-(-n // int8.CHUNK)))
     errors: list[BaseException] = []
@@ -311,15 +309,15 @@ def _search_coded(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: i
                 hq, hp = hq[keep], hp[keep]
                 if not hq.size:
                     continue
-                rows = snap.rows[hp].astype(np.float64)
-                s = np.einsum("ij,ij->i", rows, q64[hq])
+                s = np.einsum("ij,ij->i", snap.rows[hp], queries[hq])
                 if metric == "l2":
-                    s -= 0.5 * np.einsum("ij,ij->i", rows, rows)
-                above = s >= floor[hq]  # the screen's margin lets through rows the floor already rules out
+                    s += snap.bias[hp]
+                # the screen's margin lets through rows the floor already rules out
+                above = s >= floor[hq] - bounds[hq]
                 hq, hp, s = hq[above], hp[above], s[above]
                 with lock:
-                    state["best"] = _merge_best(state["best"], hq, s)
-                    state["floor"] = np.maximum(state["floor"], state["best"][:, -1] - slack)
+                    state["best"] = _merge_best(state["best"], hq, s.astype(np.float64))
+                    state["floor"] = np.maximum(state["floor"], state["best"][:, -1] - bounds)
                     state["found"].append((hq, hp, s))
         except BaseException as exc:  # re-raised in the caller's thread
             errors.append(exc)
@@ -334,8 +332,8 @@ def _search_coded(queries: np.ndarray, bounds: np.ndarray, snap: _Snapshot, k: i
         raise errors[0]
     qi, pos, exact = (np.concatenate(parts) for parts in zip(*state["found"])) if state["found"] else \
         (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
-    keep = exact >= state["floor"][qi]  # the final floor: rows below it cannot be in the top k
-    _select_all(queries, qi[keep], pos[keep], exact[keep], slack, snap, k, metric, out)
+    keep = exact >= state["floor"][qi] - bounds[qi]  # the final floor: rows below cannot be in the top k
+    _select_all(queries, qi[keep], pos[keep], exact[keep], bounds, snap, k, metric, out)
 
 
 def _search_snapshot(snap: _Snapshot, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
