@@ -35,7 +35,7 @@ from matcher import int8
 METRICS = ("l2", "ip")
 # Query counts up to this run one matrix-vector product per query; above it the blocked
 # matrix-matrix scan wins (measured crossover, see docs/matcher.md and bench/matcher.py). With
-# int8 codes the batch path already wins at two queries.
+# int8 codes the batch path wins from three queries.
 SINGLE_QUERY_MAX = 4
 CODED_SINGLE_QUERY_MAX = 2
 # Size of the (queries x rows) score tile of the batch scan: OpenBLAS only reaches full speed on
@@ -268,7 +268,7 @@ def _merge_best(best: np.ndarray, qi: np.ndarray, s: np.ndarray) -> np.ndarray:
     nq, k = best.shape
     order = np.lexsort((-s, qi))
     qs, ss = qi[order], s[order]
-    rank = np.arange(qs.size) - np.searchsorted(qs, qs)
+    rank = _group_rank(qs)
     top = rank < k
     new = np.full((nq, k), -np.inf)
     new[qs[top], rank[top]] = ss[top]
