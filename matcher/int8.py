@@ -22,8 +22,9 @@ max |x|, max |x - x~| and max b(x), so ``s >= T`` implies ``s~ >= T - max b - E`
 (rounded down, one unit of slack) never drops a row whose true score reaches ``T``. ``T`` is a
 lower bound of each query's k-th best true score, tightened as the scan finds candidates.
 
-Codes are built lazily, per chunk, on the first batch search after rows were added, and only
-ever describe rows that a snapshot already published (rows are never written in place), so a
+Codes are built per chunk by ``FlatIndex.prepare`` (the list cache calls it at load) or on the
+first batch search after rows were added to the chunk, and only ever describe rows that a
+snapshot already published (rows are never written in place), so a
 search on any snapshot can use them; a chunk with fewer rows than the snapshot is rebuilt.
 """
 from __future__ import annotations
