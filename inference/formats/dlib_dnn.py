@@ -17,13 +17,14 @@ builder (``inference.models.descriptor``) matches the records against the known 
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from inference.packages import package_dir
 
 # dlib encodes non-finite floats as reserved exponents (float_details in dlib/float_details.h).
 _SPECIAL_EXPONENTS = {32000: math.inf, 32001: -math.inf, 32002: math.nan, 32003: math.nan}
@@ -39,14 +40,10 @@ def face_recognition_models_file(filename: str) -> Path:
     Found through the import system without importing the package: its ``__init__`` imports
     ``pkg_resources``, which recent setuptools no longer provides.
     """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package face_recognition_models is not installed")
-    for root in spec.submodule_search_locations:
-        path = Path(root) / "models" / filename
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"{filename} not found in face_recognition_models")
+    path = package_dir("face_recognition_models", "face-recognition-models==0.3.0") / "models" / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"{filename} not found in face_recognition_models")
+    return path
 
 
 class DlibStream:

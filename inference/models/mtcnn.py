@@ -8,7 +8,6 @@ crops, box regression and NMS modes) so the published thresholds keep their mean
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inference.packages import package_dir
+
 
 def weights_dir() -> Path:
     """facenet-pytorch's data folder, found without importing the package (it needs torchvision)."""
-    spec = importlib.util.find_spec("facenet_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("facenet-pytorch is not installed (pip install --no-deps facenet-pytorch==2.6.0)")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    return package_dir("facenet_pytorch", "facenet-pytorch==2.6.0") / "data"
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float, mode: str = "union") -> torch.Tensor:
