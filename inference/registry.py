@@ -74,6 +74,11 @@ def configure(enabled: dict[str, bool] | None = None, default_enabled: bool = Tr
                 del _loaded[name]
 
 
+def device() -> str:
+    """The torch device models load on."""
+    return _device
+
+
 def default_device() -> str:
     """CUDA when a GPU is visible, else the CPU; torch is imported only when asked."""
     import torch

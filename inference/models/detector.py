@@ -49,7 +49,7 @@ class FaceDetector:
         self.max_side = max_side
 
     def _working_copy(self, image: np.ndarray, min_face: float) -> tuple[torch.Tensor, float, float, float]:
-        """The (3, H, W) float tensor the cascade runs on, its x and y scale to source pixels, and
+        """The (H, W, 3) uint8 tensor the cascade runs on, its x and y scale to source pixels, and
         the pyramid's first face side in its pixels."""
         h, w = image.shape[:2]
         if self.max_side is None or max(h, w) <= self.max_side:
@@ -61,7 +61,7 @@ class FaceDetector:
             small = np.asarray(Image.fromarray(image).resize(size, Image.BOX)).copy()
             fx, fy = w / size[0], h / size[1]
             min_face = max(min_face / max(fx, fy), _MIN_FACE_ON_COPY)
-        tensor = torch.from_numpy(small).to(self.device).permute(2, 0, 1).float()
+        tensor = torch.from_numpy(small).to(self.device)
         return tensor, fx, fy, min_face
 
     def detect(self, images: list[np.ndarray], min_face: int | None = None, score_threshold: float | None = None) -> list[list[Detection]]:
