@@ -142,6 +142,9 @@ SETTINGS: list[Setting] = [
             "enable_<name> flag says otherwise"),
     Setting("inference_device", str, "auto", "torch device for neural networks (auto: cuda when "
             "available, else cpu)"),
+    Setting("inference_cpu_shards", int, 0, "on the CPU, a batch of several images runs as this many "
+            "shards side by side, each on one torch thread (0: one per usable core; 1: whole batches "
+            "on torch's own threads)"),
     Setting("inference_batch_max", int, 32, "most images a gpu worker process runs through the models "
             "as one batch (concurrent requests are batched together)"),
     Setting("inference_batch_wait_ms", float, 2.0, "milliseconds the batcher waits for more images "

@@ -8,7 +8,8 @@ first has arrived. With one request in flight a batch is that request (no added 
 the wait); under load, images of up to N concurrent requests share each forward pass. Every task
 keeps its own message, so ``acks_late`` holds per request: a task is acknowledged when its own
 answer is ready, and a worker that dies mid-batch has every unacknowledged request redelivered.
-The models run only on the batcher thread, so no model is ever called from two threads at once.
+The models run only for the batcher thread: on the CPU it splits each batch into shards, one
+per core, that run side by side on one torch thread each (``inference.parallel``).
 
 Models are loaded lazily, once per worker process, by ``inference.registry``; which ones may
 load follows the ``enable_*`` settings (env ``FACEGATE_ENABLE_<NAME>``, the config file), read
@@ -29,7 +30,7 @@ from app import settings
 from app.errors import ERRORS, APIError
 from app.schemas.sdk import NEEDS
 from app.services import sdk
-from inference import registry
+from inference import parallel, pipeline, registry
 from tasks import celery
 
 log = logging.getLogger(__name__)
@@ -132,17 +133,18 @@ _configure_lock = threading.Lock()
 
 
 def configure_registry() -> None:
-    """Apply the ``enable_*`` and device settings to the registry when they changed."""
+    """Apply the ``enable_*``, device and CPU shard settings when they changed."""
     global _configured
     s = settings.current()
     flags = tuple((name, getattr(s, f"enable_{name}")) for name in registry.ENTRIES)
-    wanted = (s.enable_all_estimators_by_default, flags, s.inference_device)
+    wanted = (s.enable_all_estimators_by_default, flags, s.inference_device, s.inference_cpu_shards)
     if wanted == _configured:
         return
     with _configure_lock:
         device = registry.default_device() if s.inference_device == "auto" else s.inference_device
         registry.configure({name: flag for name, flag in flags if flag is not None},
                            default_enabled=s.enable_all_estimators_by_default, device=device)
+        parallel.configure(s.inference_cpu_shards)
         _configured = wanted
         log.info("estimators: %s on %s", ", ".join(n for n in registry.ENTRIES if registry.is_enabled(n)) or "none", device)
 
@@ -168,12 +170,12 @@ def _answer(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def _analyze_batch(items: list[Any]) -> list[Any]:
-    return sdk.analyze(items)
+    # on the CPU, shards of the batch side by side, one per core (inference.parallel)
+    return parallel.run(sdk.analyze, items, [pipeline.cost(image) for image, _ in items], registry.device())
 
 
 def _iso_batch(items: list[Any]) -> list[Any]:
-    # inference.iso checks one image at a time; running them here still keeps every model call
-    # on the batcher thread.
+    # inference.iso checks one image at a time, on the batcher thread like every model call.
     return [sdk.iso_report(data, image, thresholds) for data, image, thresholds in items]
 
 
