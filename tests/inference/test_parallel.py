@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +10,12 @@ import pytest
 import torch
 
 from inference import parallel, pipeline, registry
-from tests.inference.conftest import load_rgb
+
+from .conftest import load_rgb
 
 
 @pytest.fixture
-def two_shards():
+def two_shards() -> Iterator[None]:
     parallel.configure(2)
     yield
     parallel.configure(0)
