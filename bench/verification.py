@@ -1,8 +1,10 @@
 """1:1 verification on LFW view 2, fold 1: our pipeline against dlib's own, same pairs, same run.
 
 Ours: image -> ``inference.pipeline.process`` (registry face detector, dlib 5-point predictor in
-numpy, dlib-exact face chip, descriptor network in torch with mirrored-chip averaging), decided
-at ``inference.descriptor_format.DEFAULT_DISTANCE_THRESHOLD``.
+numpy, dlib-exact face chip, descriptor network in torch), decided at
+``inference.descriptor_format.DEFAULT_DISTANCE_THRESHOLD``, for both descriptor versions: the
+default 102 (one pass) and 101 (averaged with the mirrored chip). The JSON line's figures are the
+default version's; the ``_v101`` ones the mirrored version's.
 dlib: HOG detector upsampled once, ``shape_predictor_5_face_landmarks``,
 ``compute_face_descriptor`` (no jitter), decided at dlib's 0.6.
 
@@ -24,6 +26,7 @@ Last line: one JSON object.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import sys
@@ -37,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from inference import pipeline  # noqa: E402
-from inference.descriptor_format import DEFAULT_DISTANCE_THRESHOLD  # noqa: E402
+from inference.descriptor_format import DEFAULT_DISTANCE_THRESHOLD, DESCRIPTOR_VERSION, MIRRORED_VERSION  # noqa: E402
 from inference.formats.dlib_dnn import face_recognition_models_file  # noqa: E402
 
 FACES = Path(os.environ.get("FACEGATE_SHARED_DIR", ROOT.parent / "shared")) / "faces"
@@ -54,11 +57,11 @@ def central(boxes: list[tuple[float, float, float, float]], shape: tuple[int, ..
     return int(np.argmin([np.sum((np.array([x + w / 2, y + h / 2]) - centre) ** 2) for x, y, w, h in boxes]))
 
 
-def ours(images: list[np.ndarray]) -> list[np.ndarray | None]:
+def ours(images: list[np.ndarray], version: int) -> list[np.ndarray | None]:
     out: list[np.ndarray | None] = []
     for start in range(0, len(images), BATCH):
         batch = images[start : start + BATCH]
-        for image, faces in zip(batch, pipeline.process(batch)):
+        for image, faces in zip(batch, pipeline.process(batch, version)):
             pick = central([f.detection.box for f in faces], image.shape)
             out.append(None if pick is None else faces[pick].descriptor)
     return out
@@ -119,7 +122,10 @@ def main() -> None:
     print(f"{FOLD}: {len(pairs)} pairs ({same.sum()} same), {len(images)} images")
 
     results = {}
-    for name, run, threshold in (("ours", ours, DEFAULT_DISTANCE_THRESHOLD), ("dlib", dlib_pipeline, DLIB_THRESHOLD)):
+    runs = (("ours", functools.partial(ours, version=DESCRIPTOR_VERSION), DEFAULT_DISTANCE_THRESHOLD),
+            (f"v{MIRRORED_VERSION}", functools.partial(ours, version=MIRRORED_VERSION), DEFAULT_DISTANCE_THRESHOLD),
+            ("dlib", dlib_pipeline, DLIB_THRESHOLD))
+    for name, run, threshold in runs:
         start = time.perf_counter()
         descriptors = run(images)
         elapsed = time.perf_counter() - start
@@ -132,7 +138,7 @@ def main() -> None:
             f"no face: {m['detect_failures']}/{len(images)} images, {m['failed_pairs']} pairs  "
             f"{1000 * elapsed / len(images):.0f} ms/image"
         )
-    o, r = results["ours"], results["dlib"]
+    o, mirrored, r = results["ours"], results[f"v{MIRRORED_VERSION}"], results["dlib"]
     print(
         f"ours - dlib: accuracy {o['accuracy'] - r['accuracy']:+.4f}, best {o['accuracy_best'] - r['accuracy_best']:+.4f}, "
         f"TAR {o['tar_at_far_1e-3'] - r['tar_at_far_1e-3']:+.4f}, dlib TAR {r['tar_at_far_1e-3']:.4f}, "
@@ -149,6 +155,10 @@ def main() -> None:
                 "tar_at_far_1e-3": round(o["tar_at_far_1e-3"], 4),
                 "threshold": DEFAULT_DISTANCE_THRESHOLD,
                 "detect_failures": o["detect_failures"],
+                "descriptor_version": DESCRIPTOR_VERSION,
+                "accuracy_v101": round(mirrored["accuracy"], 4),
+                "accuracy_best_v101": round(mirrored["accuracy_best"], 4),
+                "tar_at_far_1e-3_v101": round(mirrored["tar_at_far_1e-3"], 4),
             }
         )
     )

@@ -87,7 +87,7 @@ def run(fn: Callable[[list[T]], list[R]], items: list[T], costs: Sequence[float]
     for group, future in zip(groups, futures):
         results = future.result()
         if len(results) != len(group):
-            raise RuntimeError(f"{fn.__name__} returned {len(results)} results for {len(group)} items")
+            raise RuntimeError(f"{getattr(fn, '__name__', fn)} returned {len(results)} results for {len(group)} items")
         for i, result in zip(group, results):
             out[i] = result
     return out

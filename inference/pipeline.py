@@ -8,10 +8,11 @@ the descriptor) while callers still get results image by image. Models come from
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
-from inference import parallel, registry
+from inference import descriptor_format, parallel, registry
 from inference.align import face_chips
 from inference.types import Detection
 
@@ -41,12 +42,16 @@ def warp(images: list[np.ndarray], landmarks: list[np.ndarray]) -> list[np.ndarr
     return [face_chips(image, points) for image, points in zip(images, landmarks)]
 
 
-def extract(chips: list[np.ndarray]) -> list[np.ndarray]:
-    """(N_i, 128) descriptors per image; all images' chips go through the network as one batch."""
+def extract(chips: list[np.ndarray], version: int = descriptor_format.DESCRIPTOR_VERSION) -> list[np.ndarray]:
+    """(N_i, 128) descriptors of ``version`` per image; all images' chips go through the network
+    as one batch."""
+    if version not in descriptor_format.DESCRIPTOR_LENGTHS:
+        raise descriptor_format.DescriptorFormatError(f"unknown descriptor version {version}")
     counts = [len(c) for c in chips]
     if sum(counts) == 0:
         return [np.zeros((0, 128), dtype=np.float32) for _ in chips]
-    descriptors = registry.get("face_descriptor").extract(np.concatenate([c for c in chips if len(c)]))
+    descriptors = registry.get("face_descriptor").extract(
+        np.concatenate([c for c in chips if len(c)]), mirror=version == descriptor_format.MIRRORED_VERSION)
     return np.split(descriptors, np.cumsum(counts)[:-1])
 
 
@@ -64,17 +69,17 @@ def cost(image: np.ndarray) -> float:
     return h * w * shrink * shrink + 220_000
 
 
-def process(images: list[np.ndarray]) -> list[list[Face]]:
-    """The whole pipeline for a batch of images: every detected face with its descriptor; on the
-    CPU the batch runs as shards side by side (``inference.parallel``)."""
-    return parallel.run(_process, images, [cost(image) for image in images], registry.device())
+def process(images: list[np.ndarray], version: int = descriptor_format.DESCRIPTOR_VERSION) -> list[list[Face]]:
+    """The whole pipeline for a batch of images: every detected face with its descriptor of
+    ``version``; on the CPU the batch runs as shards side by side (``inference.parallel``)."""
+    return parallel.run(partial(_process, version=version), images, [cost(image) for image in images], registry.device())
 
 
-def _process(images: list[np.ndarray]) -> list[list[Face]]:
+def _process(images: list[np.ndarray], version: int) -> list[list[Face]]:
     detections = detect(images)
     points = landmarks5(images, detections)
     chips = warp(images, points)
-    descriptors = extract(chips)
+    descriptors = extract(chips, version)
     return [
         [Face(d, p, c, v) for d, p, c, v in zip(dets, pts, chs, descs)]
         for dets, pts, chs, descs in zip(detections, points, chips, descriptors)

@@ -9,7 +9,9 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
+from app import settings
 from app.schemas.common import StrictSchema
+from inference import descriptor_format
 
 # option -> the registry entries it needs (inference.registry.ENTRIES); the worker loads these
 # and answers 403/503 naming the entry when one is disabled or not installed.
@@ -57,6 +59,11 @@ class SdkArgs(DetectorArgs):
     estimate_basic_attributes = _flag(0, "age and gender")
     estimate_emotions = _flag(0, "7 emotion probabilities")
     extract_descriptor = _flag(0, "the 128-d descriptor (SDK format, base64) and a temporary attribute")
+    descriptor_version = fields.Integer(
+        load_default=lambda: settings.current().face_descriptor_version,
+        validate=validate.OneOf(sorted(descriptor_format.DESCRIPTOR_LENGTHS)),
+        metadata={"description": "version of the extracted descriptors: 102 one pass, 101 averaged with the "
+                                 "mirrored face (default: setting face_descriptor_version)"})
     aggregate_attributes = _flag(0, "one aggregated descriptor and attributes over all images' "
                                     "largest faces (several images of one person)")
 

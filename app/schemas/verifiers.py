@@ -19,7 +19,7 @@ class VerifierCreateSchema(StrictSchema):
     threshold = fields.Float(load_default=fmt.DEFAULT_SIMILARITY_THRESHOLD, validate=THRESHOLD, allow_nan=False,
                              metadata={"description": "least similarity of a passing pair (default: the "
                                                       "model's documented same-person threshold)"})
-    version = fields.Integer(load_default=fmt.DESCRIPTOR_VERSION,
+    version = fields.Integer(load_default=lambda: settings.current().face_descriptor_version,
                              validate=validate.OneOf(sorted(fmt.DESCRIPTOR_LENGTHS)),
                              metadata={"description": "descriptor version the policy compares"})
 

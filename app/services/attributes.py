@@ -57,7 +57,7 @@ def decode_descriptor(item: Mapping[str, Any]) -> tuple[int, bytes]:
             if given is not None and given != version:
                 raise APIError("bad_descriptor", f"version {given} given but the SDK descriptor is version {version}")
         else:
-            version = given if given is not None else fmt.DESCRIPTOR_VERSION
+            version = given if given is not None else settings.current().face_descriptor_version
             vector = fmt.decode_raw(item["descriptor"], version)
     except fmt.DescriptorFormatError as exc:
         raise APIError("bad_descriptor", str(exc)) from None

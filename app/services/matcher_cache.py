@@ -117,11 +117,11 @@ def copy_snapshot(session: Session, version: int) -> Iterator[Chunk]:
 class CacheFollower:
     """A ListCache of descriptor ``version`` loaded from the database and following its change feed."""
 
-    def __init__(self, version: int = fmt.DESCRIPTOR_VERSION) -> None:
+    def __init__(self, version: int | None = None) -> None:
         s = settings.current()
         include = parse_list_ids(s.matcher_cache_include, "matcher_cache_include")
-        self.version = version
-        self.cache = ListCache(fmt.DESCRIPTOR_LENGTHS[version], "l2", include=include or None,
+        self.version = version or s.face_descriptor_version
+        self.cache = ListCache(fmt.DESCRIPTOR_LENGTHS[self.version], "l2", include=include or None,
                                exclude=parse_list_ids(s.matcher_cache_exclude, "matcher_cache_exclude"))
         self.load_seconds: float | None = None
         self.last_error: str | None = None

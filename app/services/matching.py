@@ -74,7 +74,8 @@ def _vector(data: bytes) -> np.ndarray:
 
 
 def _resolve_faces(session: Session, scope: uuid.UUID | None, items: Sequence[Mapping[str, Any]]) -> list[Reference]:
-    wanted = [(uuid.UUID(str(item["id"])), item.get("version") or fmt.DESCRIPTOR_VERSION) for item in items]
+    default = settings.current().face_descriptor_version
+    wanted = [(uuid.UUID(str(item["id"])), item.get("version") or default) for item in items]
     ids = {face_id for face_id, _ in wanted}
     query = select(Face.face_id).where(Face.face_id.in_(ids))
     if scope is not None:
@@ -100,7 +101,7 @@ def _resolve_attributes(session: Session, scope: uuid.UUID | None,
     out = []
     for item in items:
         attribute_id = uuid.UUID(str(item["id"]))
-        version = item.get("version") or fmt.DESCRIPTOR_VERSION
+        version = item.get("version") or settings.current().face_descriptor_version
         data = attributes.get_attribute(scope, attribute_id).descriptors.get(version)
         if data is None:
             raise APIError("bad_reference", f"reference attribute {attribute_id} has no descriptor of version {version}")

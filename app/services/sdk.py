@@ -241,8 +241,9 @@ def _estimate_faces(items: list[tuple[np.ndarray, dict[str, Any]]], out: list[An
     with_faces = [i for i in detections if detections[i]]
 
     chosen = wanting("extract_descriptor", with_faces)
-    if chosen:
-        for i, descs in zip(chosen, pipeline.extract([np.stack(out[i].chips) for i in chosen])):
+    for version in sorted({items[i][1]["descriptor_version"] for i in chosen}):
+        of_version = [i for i in chosen if items[i][1]["descriptor_version"] == version]
+        for i, descs in zip(of_version, pipeline.extract([np.stack(out[i].chips) for i in of_version], version)):
             out[i].descriptors = descs
 
     for i in wanting("estimate_quality", with_faces):
@@ -301,11 +302,11 @@ def finish(task_id: str, account_id: str, refs: list[dict[str, str]], sizes: lis
             if options.get("face_warp"):
                 face["sample_id"] = image_store.save_sample("face", owner, a.chips[k], _sample_id(task_id, n, "face", k))
             if a.descriptors is not None:
-                vector = a.descriptors[k]
-                face["descriptor"] = base64.b64encode(descriptor_format.pack(vector)).decode()
-                face["descriptor_version"] = descriptor_format.DESCRIPTOR_VERSION
+                vector, version = a.descriptors[k], options["descriptor_version"]
+                face["descriptor"] = base64.b64encode(descriptor_format.pack(vector, version)).decode()
+                face["descriptor_version"] = version
                 record = attributes.create_attribute(
-                    owner, descriptors={descriptor_format.DESCRIPTOR_VERSION: vector},
+                    owner, descriptors={version: vector},
                     basic_attributes=_stored_basic(a.basic[k]) if a.basic else None,
                     sample_ids=[uuid.UUID(face["sample_id"])] if "sample_id" in face else ())
                 face["attribute_id"] = str(record.attribute_id)
@@ -320,11 +321,11 @@ def finish(task_id: str, account_id: str, refs: list[dict[str, str]], sizes: lis
         images.append(entry)
     answer: dict[str, Any] = {"images": images}
     if options.get("aggregate_attributes"):
-        answer["aggregate"] = _aggregate(owner, found)
+        answer["aggregate"] = _aggregate(owner, found, options["descriptor_version"])
     return answer
 
 
-def _aggregate(owner: uuid.UUID, found: list[Analysis]) -> dict[str, Any]:
+def _aggregate(owner: uuid.UUID, found: list[Analysis], version: int) -> dict[str, Any]:
     """One person over all images: each image's largest face; images without a face are left out."""
     from inference import aggregation  # imports torch (through the age/gender model): worker side only
 
@@ -346,9 +347,10 @@ def _aggregate(owner: uuid.UUID, found: list[Analysis]) -> dict[str, Any]:
         result["emotions"] = _emotions_json(merged.emotions)
     if picked[0][0].descriptors is not None:
         vector = descriptor_format.aggregate(np.stack([a.descriptors[k] for a, k in picked]))
-        result["descriptor"] = base64.b64encode(descriptor_format.pack(vector)).decode()
+        result["descriptor"] = base64.b64encode(descriptor_format.pack(vector, version)).decode()
+        result["descriptor_version"] = version
         record = attributes.create_attribute(
-            owner, descriptors={descriptor_format.DESCRIPTOR_VERSION: vector},
+            owner, descriptors={version: vector},
             basic_attributes=_stored_basic(merged.basic_attributes) if merged.basic_attributes else None,
             sample_ids=[uuid.UUID(s) for s in result["sample_ids"]])
         result["attribute_id"] = str(record.attribute_id)

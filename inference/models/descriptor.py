@@ -115,33 +115,31 @@ class Descriptor:
     """Batched extraction of 128-d descriptors from aligned 150x150 RGB chips.
 
     ``mirror`` averages each chip's descriptor with that of its left-right mirror image: the
-    network is not mirror-invariant and the average cancels part of that noise. It doubles the
-    cost; on LFW view 2 fold 1 it raised accuracy at the default threshold from 98.5% to 99.0%
-    and the best accuracy from 99.2% to 99.5%, so ``load`` turns it on (descriptor version 101
-    in ``inference.descriptor_format`` is defined with it).
+    network is not mirror-invariant and the average cancels part of that noise, for twice the
+    cost. Descriptor version 101 is defined with it, 102 without (``inference.descriptor_format``);
+    ``inference.pipeline.extract`` picks by version.
     """
 
-    def __init__(self, net: DlibResNet, device: str | torch.device = "cpu", batch_size: int | None = None, mirror: bool = False) -> None:
+    def __init__(self, net: DlibResNet, device: str | torch.device = "cpu", batch_size: int | None = None) -> None:
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         # Chips per forward pass (mirrors included). On the CPU a pass over 64 chips has 43 MB
         # activations per layer; with two batch shards side by side (inference.parallel) passes
         # of 16 ran 1.6x faster, measured on the 2-core CPU.
         self.batch_size = batch_size or (16 if self.device.type == "cpu" else 128)
-        self.mirror = mirror
 
-    def extract(self, chips: np.ndarray) -> np.ndarray:
+    def extract(self, chips: np.ndarray, mirror: bool = False) -> np.ndarray:
         """(N, 150, 150, 3) uint8 RGB chips -> (N, 128) float32 descriptors (not L2-normalised, like dlib)."""
         chips = np.asarray(chips)
         if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3) or chips.dtype != np.uint8:
             raise ValueError(f"expected (N, {CHIP_SIZE}, {CHIP_SIZE}, 3) uint8 chips, got {chips.shape} {chips.dtype}")
         out = np.empty((len(chips), DESCRIPTOR_SIZE), dtype=np.float32)
         with torch.inference_mode():
-            step = self.batch_size // 2 if self.mirror else self.batch_size
+            step = self.batch_size // 2 if mirror else self.batch_size
             for start in range(0, len(chips), step):
                 batch = torch.from_numpy(chips[start : start + step]).to(self.device)
                 x = batch.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
-                if self.mirror:
+                if mirror:
                     n = x.shape[0]
                     both = self.net(torch.cat([x, x.flip(3)]))
                     result = (both[:n] + both[n:]) / 2
@@ -155,4 +153,4 @@ def load(device: str = "cpu") -> Descriptor:
     """Registry loader for ``face_descriptor``."""
     net = DlibResNet(read_dnn(face_recognition_models_file(MODEL_FILE)))
     net = net.to(memory_format=torch.channels_last)
-    return Descriptor(net, device, mirror=True)
+    return Descriptor(net, device)

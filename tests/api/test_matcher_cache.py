@@ -12,6 +12,7 @@ import pytest
 
 from app.db import session_scope
 from app.services import changes, matcher_cache, matching
+from inference import descriptor_format as fmt
 from matcher.cache import ListCache
 from tests.api.faces_helpers import new_face, new_list, sdk, vector
 from tests.api.test_matcher import create_faces, match
@@ -141,11 +142,11 @@ def test_include_exclude_and_database_fallback(client, account, settings_overrid
     matcher_cache._follower = loading
     try:
         with session_scope() as session:
-            assert source._cache_for({"list_id": a}, 101, seq) is None
+            assert source._cache_for({"list_id": a}, fmt.DESCRIPTOR_VERSION, seq) is None
             cold = matching.match(session, account_uuid(account), refs, "faces", {"list_id": a}, 5, 0.0, seq)
         loading.load()
         with session_scope() as session:
-            assert source._cache_for({"list_id": a}, 101, seq) is loading.cache
+            assert source._cache_for({"list_id": a}, fmt.DESCRIPTOR_VERSION, seq) is loading.cache
             warm = matching.match(session, account_uuid(account), refs, "faces", {"list_id": a}, 5, 0.0, seq)
     finally:
         matcher_cache._follower = real
@@ -169,8 +170,8 @@ def test_copy_snapshot_equals_the_change_feed_snapshot(client, account):
         return [(lid, fid, row.tobytes()) for lid, ids, x in chunks for fid, row in zip(ids, np.asarray(x, "<f4"))]
 
     with session_scope() as session:
-        via_copy = flat(matcher_cache.copy_snapshot(session, 101))
-        via_orm = flat(changes.snapshot(session, version=101))
+        via_copy = flat(matcher_cache.copy_snapshot(session, fmt.DESCRIPTOR_VERSION))
+        via_orm = flat(changes.snapshot(session, version=fmt.DESCRIPTOR_VERSION))
     assert via_copy == via_orm
     assert {lid for lid, _, _ in via_copy} >= set(lists_) and sum(lid == lists_[2] for lid, _, _ in via_copy) == 1
 

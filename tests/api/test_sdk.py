@@ -88,6 +88,30 @@ def test_descriptor_equals_the_pipeline_and_lands_in_an_attribute(client, sdk_us
                                                   "gender": pytest.approx(face["basic_attributes"]["gender_score"])}
 
 
+def test_descriptor_versions_one_pass_or_mirrored(client, sdk_user, settings_override):
+    image = decode_image(PORTRAIT.read_bytes())
+    by_version = {}
+    for version in (descriptor_format.MIRRORED_VERSION, descriptor_format.DESCRIPTOR_VERSION):
+        r = post(client, "/sdk", sdk_user, PORTRAIT, extract_descriptor=1, descriptor_version=version)
+        assert r.status_code == 200, r.json
+        face = largest(r.json["images"][0]["faces"])
+        got, vector = descriptor_format.unpack(base64.b64decode(face["descriptor"]))
+        assert got == face["descriptor_version"] == version
+        direct = max(pipeline.process([image], version)[0], key=lambda f: f.detection.box[2])
+        np.testing.assert_allclose(vector, direct.descriptor, atol=1e-4)
+        stored = client.get(f"/attributes/{face['attribute_id']}", headers=sdk_user.auth).json
+        assert [d["version"] for d in stored["descriptors"]] == [version]
+        by_version[version] = vector
+    gap = np.linalg.norm(by_version[101] - by_version[102])
+    assert 1e-3 < gap < descriptor_format.DEFAULT_DISTANCE_THRESHOLD / 4  # same face, not the same vector
+    # the setting decides when the request does not name a version
+    settings_override(face_descriptor_version=descriptor_format.MIRRORED_VERSION)
+    face = largest(post(client, "/sdk", sdk_user, PORTRAIT, extract_descriptor=1).json["images"][0]["faces"])
+    assert face["descriptor_version"] == descriptor_format.MIRRORED_VERSION
+    r = post(client, "/sdk", sdk_user, PORTRAIT, extract_descriptor=1, descriptor_version=57)
+    assert r.status_code == 400 and "descriptor_version" in str(r.json), r.json
+
+
 def test_every_estimation_on_a_portrait(client, sdk_user):
     flags = {name: 1 for name in ("estimate_landmarks68", "estimate_head_pose", "estimate_eyes", "estimate_gaze",
                                   "estimate_mouth", "estimate_quality", "estimate_basic_attributes", "estimate_emotions")}

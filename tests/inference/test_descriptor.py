@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -13,12 +12,6 @@ from inference.formats.dlib_dnn import DlibFormatError, face_recognition_models_
 from inference.models.descriptor import MODEL_FILE, Descriptor, padded_add
 
 from .conftest import load_rgb
-
-
-@pytest.fixture(scope="module")
-def plain(descriptor: Any) -> Descriptor:
-    """The same network without mirrored-chip averaging: what dlib computes."""
-    return Descriptor(descriptor.net, "cpu", mirror=False)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +50,8 @@ def test_padded_add_pads_the_smaller_operand_at_the_end() -> None:
     assert (out[:, 2:] == 2).all() and (out[:, :, 3] == 2).all() and (out[:, :, :, 3] == 2).all()
 
 
-def test_matches_dlib(plain: Descriptor, chips: np.ndarray, dlib_reference: dict) -> None:
-    ours = plain.extract(chips)
+def test_matches_dlib(descriptor: Descriptor, chips: np.ndarray, dlib_reference: dict) -> None:
+    ours = descriptor.extract(chips)  # one pass, no mirror: what dlib computes
     theirs = np.array([np.array(dlib_reference["descriptor"].compute_face_descriptor(c)) for c in chips])
     cos = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
     gap = np.linalg.norm(ours - theirs, axis=1)
@@ -68,13 +61,13 @@ def test_matches_dlib(plain: Descriptor, chips: np.ndarray, dlib_reference: dict
     assert len(chips) >= 30
 
 
-def test_batches_and_mirror(descriptor: Descriptor, plain: Descriptor, chips: np.ndarray) -> None:
+def test_batches_and_mirror(descriptor: Descriptor, chips: np.ndarray) -> None:
     subset = chips[:5]
-    batched = plain.extract(subset)
-    single = np.concatenate([plain.extract(c[None]) for c in subset])
+    batched = descriptor.extract(subset)
+    single = np.concatenate([descriptor.extract(c[None]) for c in subset])
     assert np.allclose(batched, single, atol=1e-5)
-    mirrored = descriptor.extract(subset)
-    expected = (batched + plain.extract(np.ascontiguousarray(subset[:, :, ::-1]))) / 2
+    mirrored = descriptor.extract(subset, mirror=True)
+    expected = (batched + descriptor.extract(np.ascontiguousarray(subset[:, :, ::-1]))) / 2
     assert np.allclose(mirrored, expected, atol=1e-5)
     assert not np.allclose(mirrored, batched, atol=1e-3)  # the network is not mirror-invariant
     assert descriptor.extract(np.zeros((0, 150, 150, 3), np.uint8)).shape == (0, 128)
