@@ -19,7 +19,7 @@
    (``inference_batch_max=32``) and off (``=1``), each on a fresh worker.
 4. Memory: resident size (VmRSS) of the worker process after every default estimator has run.
 
-    .venv/bin/python bench/pipeline.py [--images 200] [--batches 1,8,32] [--rounds 3] [--requests 30]
+    .venv/bin/python bench/pipeline.py [--images 200] [--batches 1,8,32] [--rounds 5] [--requests 30]
 
 Last line: {"bench": "pipeline", "images_per_s": ..., "ratio_vs_dlib": ..., "sdk_p50_ms": ..., "worker_rss_mb": ...}
 """
@@ -201,7 +201,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--requests", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     from inference import registry
