@@ -26,27 +26,13 @@ ROUTES = {
     "*": {"queue": "cpu"},
 }
 
-broker_url = _s.broker_url
-result_backend = _s.effective_result_backend
+broker_url = _s.effective_broker_url
+result_backend = _s.redis_url
 
 # Long tasks must not be redelivered while still running: the visibility timeout exceeds the
 # longest task, and it is set wherever Celery reads it (broker and Redis result backend).
 broker_transport_options: dict = {"visibility_timeout": _s.visibility_timeout_s}
 result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout_s}
-if broker_url.startswith("filesystem://"):
-    _folder = Path(_s.data_dir) / "celery" / "broker"
-    for _sub in ("out", "processed", "control"):
-        (_folder / _sub).mkdir(parents=True, exist_ok=True)
-    broker_transport_options.update({
-        "data_folder_in": str(_folder / "out"),
-        "data_folder_out": str(_folder / "out"),
-        "processed_folder": str(_folder / "processed"),
-        # kombu's default is "control" relative to the working directory.
-        "control_folder": str(_folder / "control"),
-        "store_processed": False,
-    })
-if result_backend.startswith("file://"):
-    Path(result_backend[len("file://"):]).mkdir(parents=True, exist_ok=True)
 broker_connection_retry_on_startup = True
 
 task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]

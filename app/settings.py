@@ -62,17 +62,19 @@ SETTINGS: list[Setting] = [
     Setting("flower_basic_auth", str, "", "user:password for Flower (empty: Flower's API is open, "
             "only acceptable on loopback)", secret=True),
     Setting("log_level", str, "INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
-    Setting("data_dir", str, str(ROOT / "var"), "folder for embedded-mode state (SQLite file, broker "
-            "folders, results, image store)"),
+    Setting("data_dir", str, str(ROOT / "var"), "folder for embedded-mode state (SQLite file, the "
+            "embedded Redis server's data, image store)"),
     Setting("config_reload", bool, False, "re-read the config file periodically and apply changes"),
     Setting("pulling_time", int, 10, "seconds between config file checks when config_reload is on"),
     # database
     Setting("database_url", str, "", "SQLAlchemy URL (empty: SQLite file in data_dir)", secret=True),
     Setting("database_pool_size", int, 10, "connections kept per process (PostgreSQL)"),
     # celery
-    Setting("broker_url", str, "filesystem://", "Celery broker (filesystem:// needs no server; "
-            "redis://host:6379/0 in production)", secret=True),
-    Setting("result_backend", str, "", "Celery result backend (empty: files in data_dir)", secret=True),
+    Setting("redis_url", str, "redis://127.0.0.1:6380/0", "Redis for task results, pub/sub (change "
+            "announcements), temporary attributes and locks, and the Celery broker unless broker_url is set; "
+            "`make run` starts an embedded server for the default", secret=True),
+    Setting("broker_url", str, "", "Celery broker (empty: redis_url; amqp://user:password@host:5672// "
+            "for RabbitMQ)", secret=True),
     Setting("result_expires_s", int, 86400, "seconds Celery keeps task results"),
     Setting("visibility_timeout_s", int, 43200, "seconds before an unacknowledged task is redelivered; "
             "must exceed the longest task"),
@@ -113,11 +115,6 @@ SETTINGS: list[Setting] = [
             "request gives no ttl"),
     Setting("attribute_ttl_max_s", int, 86400, "longest ttl a temporary attribute may ask for, "
             "in seconds"),
-    Setting("attributes_redis_url", str, "", "Redis URL for temporary attributes (empty: keep them "
-            "in the database)", secret=True),
-    Setting("pubsub_url", str, "", "Redis URL on which every change to faces and lists is announced "
-            "on channel facegate:changes (empty: no announcements; the change_log table is always "
-            "written)", secret=True),
     # matcher and verifiers
     Setting("matcher_limit_max", int, 100, "largest `limit` (candidates per reference) a matching "
             "request may ask for"),
@@ -132,7 +129,7 @@ SETTINGS: list[Setting] = [
     Setting("matcher_cache_exclude", str, "", "comma-separated list ids the matcher cache never "
             "holds (matching by them uses the database); read when a matcher worker starts"),
     Setting("matcher_cache_poll_s", float, 0.25, "seconds between change-log polls of a matcher "
-            "worker's cache; with pubsub_url set a change wakes it at once"),
+            "worker's cache; a change announced on Redis wakes it at once"),
     Setting("matcher_cache_wait_s", float, 5.0, "seconds a request waits for the cache to apply "
             "every change made before the request started; past that it matches against the database"),
     Setting("matcher_chunk_size", int, 10000, "rows per chunk when loading the cache and when "
@@ -233,8 +230,8 @@ class Settings:
         return self.database_url or f"sqlite:///{self.data_path / 'facegate.db'}"
 
     @property
-    def effective_result_backend(self) -> str:
-        return self.result_backend or f"file://{self.data_path / 'celery' / 'results'}"
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
 
     @property
     def effective_storage_path(self) -> Path:

@@ -32,8 +32,7 @@ DATA_DIR = tempfile.mkdtemp(prefix=f"facegate-test-{_worker}-")
 os.environ.update({
     "FACEGATE_DATA_DIR": DATA_DIR,
     "FACEGATE_DATABASE_URL": PG_URL,
-    "FACEGATE_BROKER_URL": REDIS_URL,
-    "FACEGATE_RESULT_BACKEND": REDIS_URL,
+    "FACEGATE_REDIS_URL": REDIS_URL,
     "FACEGATE_WORKER_WAIT_TIMEOUT_S": "20",
     "FACEGATE_LOG_LEVEL": "INFO",
 })

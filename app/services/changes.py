@@ -93,11 +93,10 @@ def _forget(session: Session) -> None:
 
 def _publish(session: Session) -> None:
     seq = session.info.pop(_PENDING, None)
-    url = settings.current().pubsub_url
-    if seq is None or not url:
+    if seq is None:
         return
     try:
-        redis_client(url).publish(CHANNEL, str(seq))
+        redis_client(settings.current().redis_url).publish(CHANNEL, str(seq))
     except redis.RedisError as exc:
         # The change is committed and in the table; the matcher finds it on its next poll.
         log.warning("could not announce change %s on %s: %s", seq, CHANNEL, exc)

@@ -371,11 +371,7 @@ def cleanup_lock() -> CleanupLock:
     """Redis when the deployment has one (broker or result backend), so workers on any number of
     machines exclude each other; otherwise an flock in data_dir (the single-machine embedded mode)."""
     s = settings.current()
-    for url in (s.broker_url, s.effective_result_backend):
-        if url.startswith(("redis://", "rediss://")):
-            return RedisLock.from_url(url)
-    s.data_path.mkdir(parents=True, exist_ok=True)
-    return FileLock(s.data_path / "image-store-cleanup.lock")
+    return RedisLock.from_url(s.redis_url)
 
 
 @_storage_call

@@ -3,7 +3,7 @@
 One :class:`CacheFollower` per process holds a :class:`matcher.cache.ListCache` of the current
 descriptor version. It loads every cached list from the database in chunks (``changes.snapshot``,
 from the feed position read just before), then tails ``change_log`` by ``seq`` on its own thread:
-woken at once by a Redis pub/sub message on ``facegate:changes`` when ``pubsub_url`` is set, and
+woken at once by a Redis pub/sub message on ``facegate:changes``, and
 every ``matcher_cache_poll_s`` seconds anyway (a lost message only costs one poll interval).
 
 Freshness. A request never relies on that background pace: the API reads the feed head when the
@@ -184,17 +184,14 @@ class CacheFollower:
             self._wake.wait(settings.current().matcher_cache_poll_s)
 
     def _listen(self) -> None:
-        """Turn pub/sub announcements into wake-ups; without pubsub_url the poll alone runs."""
+        """Turn pub/sub announcements into wake-ups; while Redis is away the poll alone runs."""
         while not self._stop.is_set():
-            url = settings.current().pubsub_url
-            if not url:
-                self._stop.wait(1.0)  # the setting may be reloaded
-                continue
+            url = settings.current().redis_url
             try:
                 pubsub = redis.Redis.from_url(url, socket_connect_timeout=2).pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(changes.CHANNEL)
                 self._wake.set()  # anything announced before the subscription is caught by this poll
-                while not self._stop.is_set() and settings.current().pubsub_url == url:
+                while not self._stop.is_set() and settings.current().redis_url == url:
                     if pubsub.get_message(timeout=1.0) is not None:
                         self._wake.set()
                 pubsub.close()
