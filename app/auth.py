@@ -2,9 +2,10 @@
 
 Authentication runs before every request except the public endpoints. Basic auth (login and
 password) acts with the account's full rights; a Bearer JWT acts with its token's permissions.
-Handlers declare what they need with :func:`require` and scope their queries with
-:meth:`Principal.read_account_id` / :attr:`Principal.account_id`, so one account never sees
-another's data.
+Handlers declare what they need with :func:`require` and hand services the caller's scope:
+:attr:`Principal.scope` (the caller's own account: every write, and reads of things only the owner
+may see) or :meth:`Principal.read_scope` (reads, across accounts for advanced users), so one
+account never sees another's data.
 """
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from typing import Any, Callable, TypeVar
 
 from flask import g, request
 
+from app.accounts import service as accounts_service
+from app.accounts import tokens as tokens_service
 from app.db import session_scope
 from app.errors import APIError
-from app.services import accounts as accounts_service
-from app.services import tokens as tokens_service
+from app.scope import ALL_ACCOUNTS, Scope
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,13 +48,19 @@ class Principal:
     def reads_all_accounts(self) -> bool:
         return self.account_type == "advanced_user" and (self.permissions is None or self.visibility_area == "all")
 
-    def read_account_id(self, requested: uuid.UUID | None = None) -> uuid.UUID | None:
-        """The account filter for a read: an advanced user may read any account (None = all)."""
+    @property
+    def scope(self) -> Scope:
+        """The caller's own account."""
+        return Scope.of(self.account_id)
+
+    def read_scope(self, requested: uuid.UUID | None = None) -> Scope:
+        """Whose data a read covers: an advanced user reads any one account, or all of them when
+        none is asked for; everyone else only their own."""
         if self.reads_all_accounts:
-            return requested
+            return ALL_ACCOUNTS if requested is None else Scope.of(requested)
         if requested is not None and requested != self.account_id:
             raise APIError("forbidden", "this account may only read its own data")
-        return self.account_id
+        return self.scope
 
 
 def _authenticate() -> Principal:

@@ -1,17 +1,18 @@
-"""Database engine and sessions, shared by the API and the Celery tasks.
+"""Database engine and sessions, and the Redis client, shared by the API and the Celery tasks.
 
 Nothing here depends on Flask: tasks open sessions with :func:`session_scope` exactly as
 request handlers do, so domain services can be called from either side.
 """
 from __future__ import annotations
 
+import importlib
 import threading
 from contextlib import contextmanager
-from typing import Iterator
-
 from datetime import datetime, timezone
-from typing import Any
+from functools import lru_cache
+from typing import Any, Iterator
 
+import redis
 from sqlalchemy import DateTime, Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -38,6 +39,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime}
+
+
+# The services that own tables; importing them puts every table on ``Base.metadata`` (alembic,
+# and SQLAlchemy's resolution of relationships by class name, need them all).
+MODEL_MODULES = ("app.accounts.models", "app.faces.models", "app.verifiers.models")
+
+
+def load_models() -> None:
+    for name in MODEL_MODULES:
+        importlib.import_module(name)
 
 
 _lock = threading.Lock()
@@ -97,6 +108,17 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@lru_cache(maxsize=8)
+def _redis_for(url: str) -> redis.Redis:
+    # Short timeouts: a Redis that is down must answer a request with a fast error, not stall it.
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def redis_client() -> redis.Redis:
+    """The pooled Redis client for ``redis_url`` (results, pub/sub, temporary attributes, locks)."""
+    return _redis_for(settings.current().redis_url)
 
 
 def dispose_all() -> None:

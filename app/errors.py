@@ -54,6 +54,7 @@ ERRORS: dict[str, ErrorCode] = {
     "worker_timeout": ErrorCode(13001, 503, "No worker answered in time"),
     "task_failed": ErrorCode(13002, 500, "Task failed"),
     "unhealthy": ErrorCode(13003, 503, "Service unhealthy"),
+    "broker_unavailable": ErrorCode(13004, 503, "Task queue unavailable"),
     # image store
     "bucket_not_found": ErrorCode(23001, 404, "Bucket not found"),
     "object_not_found": ErrorCode(23002, 404, "Object not found or expired"),
@@ -95,6 +96,7 @@ class APIError(Exception):
     """An error the API answers with; raise it from services as well as handlers."""
 
     def __init__(self, kind: str, detail: str = "", status: int | None = None) -> None:
+        self.kind = kind
         self.error = ERRORS[kind]
         self.detail = detail or self.error.desc
         self.status = status or self.error.status

@@ -92,7 +92,7 @@ def _baseline(vectors: np.ndarray, account_id: str, version: int) -> float:
     """Rows per second when COPY writes face, descriptor and link rows into copies of the tables."""
     import psycopg
 
-    from app.models.faces import time_ordered_uuid
+    from app.faces.models import time_ordered_uuid
 
     n = len(vectors)
     list_id = uuid.uuid4()

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from alembic import context
 
-import app.models  # noqa: F401  (registers every table)
-from app.db import Base, engine
+from app.db import Base, engine, load_models
+
+load_models()
 
 target_metadata = Base.metadata
 

@@ -1,31 +1,23 @@
-"""The Celery application: ``celery -A tasks worker|beat|flower``.
+"""The worker side of the Celery application: ``celery -A tasks worker|beat|flower``.
 
-Task modules are listed in ``TASK_MODULES``; each names its tasks ``<area>.<action>`` so the
-routes in ``celeryconfig`` send them to the right queue.
+The application object is :data:`app.dispatch.celery`, the one the API sends with; this package
+registers the task modules listed in ``TASK_MODULES`` on it. Each names its tasks
+``<area>.<action>`` so the routes in ``celeryconfig`` send them to the right queue.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery, signals
+from celery import signals
 
 from app import settings
+from app.dispatch import REQUEST_ID_HEADER, celery
 from app.observability import configure_logging, request_id_var
 
-TASK_MODULES = ["tasks.system", "tasks.storage", "tasks.attributes", "tasks.inference", "tasks.matcher"]
+TASK_MODULES = ["tasks.system", "tasks.storage", "tasks.inference", "tasks.matcher"]
 
-celery = Celery("facegate", include=TASK_MODULES)
-celery.config_from_object("celeryconfig")
+celery.conf.include = TASK_MODULES
 app = celery  # the name `celery -A tasks` looks for first
-
-REQUEST_ID_HEADER = "luna_request_id"
-
-
-@signals.before_task_publish.connect
-def _send_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
-    if headers is not None and request_id_var.get() != "-":
-        headers.setdefault(REQUEST_ID_HEADER, request_id_var.get())
-
 
 @signals.task_prerun.connect
 def _receive_request_id(task: Any = None, **_: Any) -> None:

@@ -27,10 +27,10 @@ from concurrent.futures import Future
 from typing import Any, Callable
 
 from app import settings
-from app.errors import ERRORS, APIError
-from app.schemas.sdk import NEEDS
-from app.services import sdk
-from inference import parallel, pipeline, registry
+from app.dispatch import reported
+from app.scope import Scope
+from app.sdk import service as sdk
+from inference import analysis, parallel, pipeline, registry
 from tasks import celery
 
 log = logging.getLogger(__name__)
@@ -153,57 +153,55 @@ def configure_registry() -> None:
 settings.on_change(lambda old, new: configure_registry())
 
 
-def _error(exc: APIError) -> dict[str, Any]:
-    kind = next(name for name, code in ERRORS.items() if code is exc.error)
-    return {"error": {"kind": kind, "detail": exc.detail}}
-
-
-def _answer(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run the task body; client-side problems become an error answer the API re-raises."""
+def _inference(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a task body with the settings' estimator switches applied; a model that is disabled or
+    not installed becomes the API's 403/503."""
+    configure_registry()
     try:
-        configure_registry()
         return work()
-    except APIError as exc:
-        return _error(exc)
-    except registry.EstimatorUnavailable as exc:  # a model that failed while already batched
-        return _error(sdk.unavailable_error(exc))
+    except (analysis.Unavailable, registry.EstimatorUnavailable) as exc:  # also when already batched
+        raise sdk.unavailable_error(exc) from None
 
 
 def _analyze_batch(items: list[Any]) -> list[Any]:
     # on the CPU, shards of the batch side by side, one per core (inference.parallel)
-    return parallel.run(sdk.analyze, items, [pipeline.cost(image) for image, _ in items], registry.device())
+    return parallel.run(analysis.analyze, items, [pipeline.cost(image) for image, _ in items], registry.device())
 
 
 def _iso_batch(items: list[Any]) -> list[Any]:
     # inference.iso checks one image at a time, on the batcher thread like every model call.
-    return [sdk.iso_report(data, image, thresholds) for data, image, thresholds in items]
+    return [analysis.iso_report(data, image, thresholds) for data, image, thresholds in items]
 
 
 @celery.task(name="inference.sdk", acks_late=True, bind=True)
-def sdk_task(self: Any, account_id: str, refs: list[dict[str, str]], options: dict[str, Any]) -> dict[str, Any]:
+@reported
+def sdk_task(self: Any, scope: str, refs: list[dict[str, str]], options: dict[str, Any]) -> dict[str, Any]:
     """Detect, estimate, warp and extract for one /sdk or /detector request."""
     def work() -> dict[str, Any]:
-        sdk.require_estimators(options, NEEDS)
-        loaded = sdk.load_images(account_id, refs)
+        analysis.require(options)
+        owner = Scope.from_wire(scope)
+        loaded = sdk.load_images(owner, refs)
         found = batcher.run(_analyze_batch, [(image, options) for _, image in loaded])
         sizes = [image.shape[:2] for _, image in loaded]
-        return sdk.finish(self.request.id, account_id, refs, sizes, found, options)
+        return sdk.finish(self.request.id, owner, refs, sizes, found, options)
 
-    return _answer(work)
+    return _inference(work)
 
 
 @celery.task(name="inference.iso", acks_late=True)
-def iso_task(account_id: str, refs: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
+@reported
+def iso_task(scope: str, refs: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
     """ISO/IEC 19794-5-style checks of each image of one /iso request."""
     def work() -> dict[str, Any]:
-        loaded = sdk.load_images(account_id, refs)
+        loaded = sdk.load_images(Scope.from_wire(scope), refs)
         reports = batcher.run(_iso_batch, [(data, image, params.get("thresholds")) for data, image in loaded])
         return {"images": [{"filename": ref["filename"], **report} for ref, report in zip(refs, reports)]}
 
-    return _answer(work)
+    return _inference(work)
 
 
 @celery.task(name="inference.estimators", acks_late=True)
+@reported
 def estimators_task() -> dict[str, Any]:
     """The estimators of this worker: enabled by its settings, loaded in this process or not."""
     configure_registry()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.services import image_store
+from app.image_store import service as image_store
 from tasks import celery
 
 

@@ -68,7 +68,7 @@ def database() -> Iterator[str]:
     command.upgrade(_alembic_config(), "head")
     yield PG_URL
     from app.db import dispose_all
-    from app.services import matcher_cache
+    from app.matching import cache as matcher_cache
 
     matcher_cache.reset()  # its follower thread polls this database: stop it before the drop
     dispose_all()

@@ -19,7 +19,7 @@ FACES = SHARED / "faces"
 
 @pytest.fixture(scope="module")
 def sdk_user(app: Any, celery_worker: Any) -> Account:
-    from app.services import image_store
+    from app.image_store import service as image_store
 
     image_store.create_platform_buckets()
     return Account(app.test_client())

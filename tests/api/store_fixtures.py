@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pytest
 from PIL import Image
 
-from app.services import image_store
+from app.image_store import service as image_store
 from tests.conftest import Account
 from tests.storage.conftest import S3_KEYS, moto_endpoint  # noqa: F401 - moto_endpoint is a fixture
 

@@ -1,4 +1,4 @@
-"""Temporary attributes over both back-ends (Redis and the database): create, read, expire, isolate."""
+"""Temporary attributes in Redis: create, read, expire, isolate, idempotent ids."""
 from __future__ import annotations
 
 import base64
@@ -9,33 +9,22 @@ import uuid
 import numpy as np
 import pytest
 
+from app.scope import Scope
 from inference import descriptor_format as fmt
 from tests.api.faces_helpers import raw, sdk, vector
-from tests.conftest import REDIS_URL, bearer
-
-
-@pytest.fixture(params=["database", "redis"])
-def backend(request, settings_override):
-    settings_override(attributes_redis_url=REDIS_URL if request.param == "redis" else "")
-    return request.param
+from tests.conftest import bearer
 
 
 def _create(client, account, **body):
     return client.post("/attributes", json=body, headers=account.auth)
 
 
-def _stored(backend, redis_client, attribute_id):
-    """Whether the back-end still holds the attribute's bytes (expired ones must be freed)."""
-    if backend == "redis":
-        return bool(redis_client.exists(f"facegate:attribute:{attribute_id}"))
-    from app.db import session_scope
-    from app.models import Attribute
-
-    with session_scope() as session:
-        return session.get(Attribute, uuid.UUID(attribute_id)) is not None
+def _stored(redis_client, attribute_id):
+    """Whether Redis still holds the attribute's bytes (expired ones must be freed)."""
+    return bool(redis_client.exists(f"facegate:attribute:{attribute_id}"))
 
 
-def test_create_read_samples_delete(client, account, backend):
+def test_create_read_samples_delete(client, account):
     vec = vector()
     samples = [str(uuid.uuid4()), str(uuid.uuid4())]
     r = _create(client, account, descriptors=[{"descriptor": sdk(vec)}], sample_ids=samples,
@@ -60,7 +49,7 @@ def test_create_read_samples_delete(client, account, backend):
     assert client.delete(f"/attributes/{attribute_id}", headers=account.auth).status_code == 404
 
 
-def test_raw_and_sdk_round_trip_bytes_identical(client, account, backend):
+def test_raw_and_sdk_round_trip_bytes_identical(client, account):
     vec = vector()
     r = _create(client, account, descriptors=[{"format": "raw", "descriptor": raw(vec)}])
     assert r.status_code == 201, r.json
@@ -75,31 +64,18 @@ def test_raw_and_sdk_round_trip_bytes_identical(client, account, backend):
     assert again["descriptor"] == got["descriptor"]
 
 
-def test_ttl_expiry_frees_storage(client, account, backend, redis_client):
+def test_ttl_expiry_frees_storage(client, account, redis_client):
     r = _create(client, account, basic_attributes={"age": 20}, ttl=1)
     attribute_id = r.json["attribute_id"]
     assert client.get(f"/attributes/{attribute_id}", headers=account.auth).status_code == 200
     time.sleep(1.3)
     assert client.get(f"/attributes/{attribute_id}", headers=account.auth).status_code == 404
     assert client.head(f"/attributes/{attribute_id}", headers=account.auth).status_code == 404
-    assert not _stored(backend, redis_client, attribute_id)
+    assert not _stored(redis_client, attribute_id)
 
 
-def test_database_cleanup_removes_unread_expired_rows(client, account, settings_override):
-    from app.services import attributes
-
-    settings_override(attributes_redis_url="")
-    short = _create(client, account, basic_attributes={"age": 20}, ttl=1).json["attribute_id"]
-    long = _create(client, account, basic_attributes={"age": 20}, ttl=60).json["attribute_id"]
-    time.sleep(1.2)
-    assert attributes.cleanup_expired() >= 1
-    assert not _stored("database", None, short)
-    assert _stored("database", None, long)
-
-
-def test_ttl_default_and_bounds(client, account, backend, settings_override):
-    settings_override(attribute_ttl_default_s=120, attribute_ttl_max_s=600,
-                      attributes_redis_url=REDIS_URL if backend == "redis" else "")
+def test_ttl_default_and_bounds(client, account, settings_override):
+    settings_override(attribute_ttl_default_s=120, attribute_ttl_max_s=600)
     r = _create(client, account, basic_attributes={"age": 40})
     created = client.get(f"/attributes/{r.json['attribute_id']}", headers=account.auth).json
     from datetime import datetime
@@ -148,7 +124,7 @@ def test_bad_requests(client, account):
     assert client.get("/attributes/not-a-uuid", headers=account.auth).status_code == 400
 
 
-def test_other_accounts_see_nothing(client, account_factory, backend):
+def test_other_accounts_see_nothing(client, account_factory):
     a, b = account_factory(), account_factory()
     attribute_id = _create(client, a, basic_attributes={"age": 5}, sample_ids=[str(uuid.uuid4())]).json["attribute_id"]
     for path in (f"/attributes/{attribute_id}", f"/attributes/{attribute_id}/samples"):
@@ -168,46 +144,21 @@ def test_token_permissions(client, account):
     assert r.status_code == 403 and r.json["error_code"] == 11005
 
 
-def test_service_api_for_extraction_results(client, account, backend):
+def test_service_api_for_extraction_results(client, account):
     """What an extraction task calls: descriptors as float32 vectors, no HTTP involved."""
-    from app.services import attributes
+    from app.attributes import service as attributes
 
     vec = vector()
-    record = attributes.create_attribute(uuid.UUID(account.account_id), descriptors={fmt.DESCRIPTOR_VERSION: vec},
+    record = attributes.create_attribute(Scope.of(account.account_id), descriptors={fmt.DESCRIPTOR_VERSION: vec},
                                          basic_attributes={"age": 22.0}, ttl=30)
     got = client.get(f"/attributes/{record.attribute_id}", headers=account.auth).json
     assert got["descriptors"][0]["descriptor"] == sdk(vec)
     with pytest.raises(Exception) as err:
-        attributes.create_attribute(uuid.UUID(account.account_id), descriptors={fmt.DESCRIPTOR_VERSION: vec[:10]})
+        attributes.create_attribute(Scope.of(account.account_id), descriptors={fmt.DESCRIPTOR_VERSION: vec[:10]})
     assert getattr(err.value, "error").code == 20004
 
 
 def test_unreachable_redis_is_503(client, account, settings_override):
-    settings_override(attributes_redis_url="redis://127.0.0.1:1/0")
+    settings_override(redis_url="redis://127.0.0.1:1/0")
     r = _create(client, account, basic_attributes={"age": 3})
     assert r.status_code == 503 and r.json["error_code"] == 20007
-
-
-def test_attribute_cleanup_task_is_scheduled_and_frees_expired_rows(client, account, celery_worker, settings_override):
-    """The beat task removes expired database attributes nobody reads again."""
-    import time
-    import uuid
-
-    from sqlalchemy import func, select
-
-    from app.db import session_scope
-    from app.models.faces import Attribute
-    from celeryconfig import beat_schedule
-    from tasks.attributes import cleanup
-
-    assert beat_schedule["attributes-cleanup"]["task"] == "attributes.cleanup"
-    settings_override(attributes_redis_url="")
-    r = client.post("/attributes", json={"basic_attributes": {"age": 30}, "ttl": 1}, headers=account.auth)
-    assert r.status_code == 201, r.json
-    time.sleep(1.2)
-    result = cleanup.delay().get(timeout=30)
-    assert result["removed"] >= 1
-    with session_scope() as session:
-        left = session.scalar(select(func.count()).select_from(Attribute)
-                              .where(Attribute.attribute_id == uuid.UUID(r.json["attribute_id"])))
-    assert left == 0

@@ -9,12 +9,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from app import settings
 from app.cli import main
-from app.services import image_store
-from app.storage import LocalStore
-from app.storage.buckets import DEFAULT_BUCKETS, IMAGE_ORIGIN
-from app.storage.cleanup import DEFAULT_LOCK_KEY, FileLock, RedisLock
+from app.image_store import service as image_store
+from app.image_store.backends import LocalStore
+from app.image_store.backends.buckets import DEFAULT_BUCKETS, IMAGE_ORIGIN
+from app.image_store.backends.cleanup import DEFAULT_LOCK_KEY, RedisLock
 from tests.api.store_fixtures import advance_store_clock, empty_backend, encode, expiry_of, moto_endpoint  # noqa: F401
 from tests.conftest import bearer
 from tests.storage.conftest import s3_client  # noqa: F401 - fixture
@@ -25,8 +24,8 @@ PLATFORM = sorted(spec.name for spec in DEFAULT_BUCKETS)
 @pytest.fixture(scope="module")
 def operators(app):
     """An advanced user and an admin (admins are only made by the CLI or the service)."""
+    from app.accounts.service import create_account
     from app.db import session_scope
-    from app.services.accounts import create_account
     from tests.conftest import Account
 
     client = app.test_client()
@@ -198,7 +197,7 @@ def test_cleanup_task_deletes_expired_local_objects(client, account, settings_ov
     advance_store_clock(monkeypatch, days=2)
 
     # Another worker holds the lock: this one leaves everything alone.
-    held = RedisLock.from_url(settings.current().broker_url)
+    held = image_store.cleanup_lock()
     assert held.acquire()
     try:
         assert cleanup.delay().get(timeout=30) == {"removed": 0, "skipped": True}
@@ -212,19 +211,16 @@ def test_cleanup_task_deletes_expired_local_objects(client, account, settings_ov
     assert client.head(f"/images/{long}", headers=account.auth).status_code == 200
 
 
-def test_cleanup_lock_follows_the_deployment(settings_override, tmp_path):
+def test_cleanup_lock_lives_in_redis():
     lock = image_store.cleanup_lock()
     assert isinstance(lock, RedisLock) and lock._key == DEFAULT_LOCK_KEY
-    settings_override(broker_url="filesystem://", result_backend="", data_dir=str(tmp_path))
-    lock = image_store.cleanup_lock()
-    assert isinstance(lock, FileLock)
-    other = FileLock(tmp_path / "image-store-cleanup.lock")
-    assert lock.acquire() and not other.acquire()  # the same file every worker of the machine uses
+    other = image_store.cleanup_lock()
+    assert lock.acquire() and not other.acquire()  # every worker's cleaner contends for the same key
     lock.release()
 
 
 def test_health_check_needs_the_buckets(empty_backend):
-    from app.services.health import check_image_store
+    from app.system.health import check_image_store
 
     with pytest.raises(LookupError, match="facegate buckets create"):
         check_image_store()

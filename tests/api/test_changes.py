@@ -13,12 +13,11 @@ from inference import descriptor_format as fmt
 from matcher.cache import ListCache
 from matcher.changes import DescriptorAdded, DescriptorRemoved, FaceAttached, FaceDeleted, FaceDetached, ListDeleted
 from tests.api.faces_helpers import new_face, new_list, sdk, vector
-from tests.conftest import REDIS_URL
 
 
 def _head() -> int:
     from app.db import session_scope
-    from app.services import changes
+    from app.faces import changes
 
     with session_scope() as session:
         return changes.last_seq(session)
@@ -28,7 +27,7 @@ def _log_since(seq: int) -> list[tuple]:
     from sqlalchemy import select
 
     from app.db import session_scope
-    from app.models import ChangeLog
+    from app.faces.models import ChangeLog
 
     with session_scope() as session:
         rows = session.scalars(select(ChangeLog).where(ChangeLog.seq > seq).order_by(ChangeLog.seq))
@@ -37,7 +36,7 @@ def _log_since(seq: int) -> list[tuple]:
 
 def _feed(seq: int) -> list:
     from app.db import session_scope
-    from app.services import changes
+    from app.faces import changes
 
     with session_scope() as session:
         return changes.read_since(session, seq, version=fmt.DESCRIPTOR_VERSION)
@@ -97,9 +96,8 @@ def test_failed_requests_log_nothing(client, account_factory):
 
 def test_rolled_back_transaction_takes_its_changes_along(account, redis_client, settings_override):
     from app.db import session_scope
-    from app.services import changes
+    from app.faces import changes
 
-    settings_override(pubsub_url=REDIS_URL)
     pubsub = redis_client.pubsub()
     pubsub.subscribe(changes.CHANNEL)
     pubsub.get_message(timeout=1)  # subscription confirmation
@@ -122,7 +120,7 @@ def test_rolled_back_transaction_takes_its_changes_along(account, redis_client, 
 def test_commit_order_equals_seq_order(account):
     """A writer that drew its seq must commit before the next writer can draw one."""
     from app.db import session_scope
-    from app.services import changes
+    from app.faces import changes
 
     account_id = uuid.UUID(account.account_id)
     first_recorded = threading.Event()
@@ -176,7 +174,7 @@ def test_read_since_gives_matcher_records(client, account):
 def test_matcher_cache_follows_the_feed(client, account):
     """Load a snapshot, apply the feed, and the cache answers exactly what the database holds."""
     from app.db import session_scope
-    from app.services import changes
+    from app.faces import changes
 
     lists = [new_list(client, account) for _ in range(2)]
     vectors = {}

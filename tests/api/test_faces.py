@@ -7,7 +7,6 @@ import math
 import uuid
 from datetime import datetime, timedelta, timezone
 
-
 from inference import descriptor_format as fmt
 from tests.api.faces_helpers import face_with_descriptor, new_face, new_list, raw, sdk, vector
 from tests.conftest import bearer
@@ -127,7 +126,7 @@ def test_patch(client, account):
 def test_several_model_versions_per_face(client, account):
     """Re-extraction with another model adds a descriptor beside the old one (stored per version)."""
     from app.db import session_scope
-    from app.models import FaceDescriptor
+    from app.faces.models import FaceDescriptor
 
     face_id = face_with_descriptor(client, account)
     other = fmt.DESCRIPTOR_VERSION + 1000  # a version this build cannot parse, stored as a re-extraction would
@@ -186,14 +185,14 @@ def _fill(client, account, n):
 
 def test_face_limit(client, account, settings_override, caplog):
     from app.db import session_scope
-    from app.services.faces import faces_with_descriptors
+    from app.faces.service import faces_with_descriptors
 
     with session_scope() as session:
         existing = faces_with_descriptors(session)  # the limit counts the whole installation
     limit = 2 * existing + 10
     settings_override(face_limit=limit)
     warned = lambda: [r for r in caplog.records if "face limit" in r.getMessage()]  # noqa: E731
-    with caplog.at_level(logging.WARNING, logger="app.services.faces"):
+    with caplog.at_level(logging.WARNING, logger="app.faces.service"):
         face_with_descriptor(client, account)
         assert not warned()
         assert _fill(client, account, math.ceil(0.85 * limit) - existing - 1).status_code == 201

@@ -10,7 +10,15 @@ import pytest
 from PIL import Image
 
 from tests.api.store_fixtures import (  # noqa: F401 - fixtures
-    _stores, advance_store_clock, backend, encode, expiry_of, image_of, moto_endpoint, owners)
+    _stores,
+    advance_store_clock,
+    backend,
+    encode,
+    expiry_of,
+    image_of,
+    moto_endpoint,
+    owners,
+)
 from tests.conftest import bearer
 
 

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 
 from app.db import session_scope
-from app.services import changes, matcher_cache, matching
+from app.faces import changes
+from app.matching import cache as matcher_cache
+from app.matching import service as matching
+from app.scope import Scope
 from inference import descriptor_format as fmt
 from matcher.cache import ListCache
 from tests.api.faces_helpers import new_face, new_list, sdk, vector
 from tests.api.test_matcher import create_faces, match
-from tests.conftest import REDIS_URL
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
 
@@ -107,8 +109,7 @@ def test_changes_reach_the_cache_within_a_second(client, account, settings_overr
     polled = [_time_to_cache(client, account, list_id, follower) for _ in range(5)]
     assert max(polled) < 1.0, polled
     # With a poll far too slow to explain it, only the pub/sub wake-up can deliver the change in time.
-    settings_override(pubsub_url=REDIS_URL, matcher_cache_poll_s=30.0)
-    time.sleep(1.5)  # the listener notices the new setting and subscribes
+    settings_override(matcher_cache_poll_s=30.0)
     follower._wake.set()
     time.sleep(0.1)
     announced = [_time_to_cache(client, account, list_id, follower) for _ in range(5)]
@@ -126,7 +127,7 @@ def test_include_exclude_and_database_fallback(client, account, settings_overrid
     assert not follower.cache.ready
     with session_scope() as session:
         seq = changes.last_seq(session)
-        refs = matching.resolve_references(session, None, [{"type": "face", "id": fa}])
+        refs = matching.resolve_references(session, Scope.of(account.account_id), [{"type": "face", "id": fa}])
     source = matching.FaceCandidates()
     follower.load()
     assert follower.cache.ready and follower.cache.list_ids() == [a] and follower.cache.size(a) == 1
@@ -143,20 +144,14 @@ def test_include_exclude_and_database_fallback(client, account, settings_overrid
     try:
         with session_scope() as session:
             assert source._cache_for({"list_id": a}, fmt.DESCRIPTOR_VERSION, seq) is None
-            cold = matching.match(session, account_uuid(account), refs, "faces", {"list_id": a}, 5, 0.0, seq)
+            cold = matching.match(session, Scope.of(account.account_id), refs, "faces", {"list_id": a}, 5, 0.0, seq)
         loading.load()
         with session_scope() as session:
             assert source._cache_for({"list_id": a}, fmt.DESCRIPTOR_VERSION, seq) is loading.cache
-            warm = matching.match(session, account_uuid(account), refs, "faces", {"list_id": a}, 5, 0.0, seq)
+            warm = matching.match(session, Scope.of(account.account_id), refs, "faces", {"list_id": a}, 5, 0.0, seq)
     finally:
         matcher_cache._follower = real
     assert cold == warm and [m["face_id"] for m in warm[0]["matches"]] == [fa]
-
-
-def account_uuid(account: Any) -> Any:
-    import uuid
-
-    return uuid.UUID(account.account_id)
 
 
 def test_copy_snapshot_equals_the_change_feed_snapshot(client, account):

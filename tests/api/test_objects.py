@@ -9,8 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.api.store_fixtures import (  # noqa: F401 - fixtures
-    _stores, advance_store_clock, backend, expiry_of, moto_endpoint, owners)
+from tests.api.store_fixtures import _stores, advance_store_clock, backend, expiry_of, moto_endpoint, owners  # noqa: F401 - fixtures
 from tests.conftest import bearer
 
 

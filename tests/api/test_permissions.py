@@ -6,8 +6,8 @@ import itertools
 import pytest
 from flask import Blueprint
 
+from app.accounts.tokens import PERMISSIONS
 from app.auth import current_principal, require
-from app.services.tokens import PERMISSIONS
 from tests.conftest import bearer
 
 PAIRS = [(resource, action) for resource, actions in PERMISSIONS.items() for action in actions]
@@ -68,8 +68,8 @@ def test_patch_changes_rights_of_issued_token(matrix_client):
 def test_admin_accounts_use_admin_resources_only(matrix_client, database):
     import uuid
 
+    from app.accounts.service import create_account
     from app.db import session_scope
-    from app.services.accounts import create_account
     from tests.conftest import basic
 
     login = f"adm-{uuid.uuid4().hex[:8]}@x.io"
@@ -84,18 +84,20 @@ def test_advanced_user_reads_across_accounts_user_does_not():
 
     from app.auth import Principal
     from app.errors import APIError
+    from app.scope import ALL_ACCOUNTS, Scope
 
     me, other = uuid.uuid4(), uuid.uuid4()
     user = Principal(me, "user", None)
-    assert user.read_account_id(None) == me
+    assert user.read_scope(None) == Scope.of(me) == user.scope
     with pytest.raises(APIError):
-        user.read_account_id(other)
+        user.read_scope(other)
     advanced = Principal(me, "advanced_user", None)
-    assert advanced.read_account_id(None) is None and advanced.read_account_id(other) == other
+    assert advanced.read_scope(None) is ALL_ACCOUNTS and advanced.read_scope(other) == Scope.of(other)
+    assert advanced.scope == Scope.of(me)  # writes always belong to the caller
     narrow = Principal(me, "advanced_user", {"face": ["view"]}, visibility_area="account")
-    assert narrow.read_account_id(None) == me
+    assert narrow.read_scope(None) == Scope.of(me)
     wide = Principal(me, "advanced_user", {"face": ["view"]}, visibility_area="all")
-    assert wide.read_account_id(None) is None
+    assert wide.read_scope(None) is ALL_ACCOUNTS
 
 
 def test_permission_table_has_no_unknown_actions():

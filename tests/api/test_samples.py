@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from app.errors import APIError
-from app.services import image_store
-from tests.api.store_fixtures import (  # noqa: F401 - fixtures
-    _stores, backend, encode, expiry_of, image_of, moto_endpoint, owners)
+from app.image_store import service as image_store
+from app.scope import Scope
+from tests.api.store_fixtures import _stores, backend, encode, expiry_of, image_of, moto_endpoint, owners  # noqa: F401 - fixtures
 from tests.conftest import bearer
 
 KINDS = {"faces": "face_sample", "bodies": "body_sample"}
@@ -90,32 +90,32 @@ def test_bad_samples(client, owners, backend):
 def test_save_and_load_sample(owners, backend):
     a, b = owners
     pixels = crop(7)
-    sample_id = image_store.save_sample("face", a.account_id, pixels)
+    sample_id = image_store.save_sample("face", Scope.of(a.account_id), pixels)
     assert uuid.UUID(sample_id).version == 4
-    loaded = image_of(image_store.load_sample("face", a.account_id, sample_id))
+    loaded = image_of(image_store.load_sample("face", Scope.of(a.account_id), sample_id))
     assert loaded.format == "JPEG" and np.abs(np.asarray(loaded, np.int16) - pixels).mean() < 4
 
     given = uuid.uuid4()
     png = encode(Image.fromarray(crop(8)), "PNG")
-    assert image_store.save_sample("body", uuid.UUID(a.account_id), png, sample_id=given, ttl=7) == str(given)
-    assert image_of(image_store.load_sample("body", a.account_id, given)).format == "JPEG"
+    assert image_store.save_sample("body", Scope.of(a.account_id), png, sample_id=given, ttl=7) == str(given)
+    assert image_of(image_store.load_sample("body", Scope.of(a.account_id), given)).format == "JPEG"
 
     with pytest.raises(APIError) as exc:
-        image_store.load_sample("face", b.account_id, sample_id)
+        image_store.load_sample("face", Scope.of(b.account_id), sample_id)
     assert exc.value.status == 404 and exc.value.error.code == 23002
     with pytest.raises(APIError) as exc:
-        image_store.load_sample("body", a.account_id, sample_id)  # a face sample is no body sample
+        image_store.load_sample("body", Scope.of(a.account_id), sample_id)  # a face sample is no body sample
     assert exc.value.status == 404
     with pytest.raises(APIError) as exc:
-        image_store.save_sample("face", a.account_id, pixels.astype(np.float32))
+        image_store.save_sample("face", Scope.of(a.account_id), pixels.astype(np.float32))
     assert exc.value.error.code == 23011
     with pytest.raises(ValueError, match="sample kind"):
-        image_store.save_sample("hand", a.account_id, pixels)
+        image_store.save_sample("hand", Scope.of(a.account_id), pixels)
 
 
 def test_sample_through_api_is_loadable(client, owners, backend):
     account = owners[0]
     r = client.post("/samples/faces", data=encode(Image.fromarray(crop(3))), content_type="image/jpeg",
                     headers=account.auth)
-    assert image_store.load_sample("face", account.account_id, r.json["sample_id"]) == \
+    assert image_store.load_sample("face", Scope.of(account.account_id), r.json["sample_id"]) == \
         client.get(r.json["url"], headers=account.auth).data

@@ -77,8 +77,8 @@ def test_reload_reaches_requests(client, account, settings_override):
 def test_configs_masks_secrets_admin_only(client, account, settings_override):
     import uuid
 
+    from app.accounts.service import create_account
     from app.db import session_scope
-    from app.services.accounts import create_account
     from tests.conftest import basic
 
     login = f"cfg-{uuid.uuid4().hex[:8]}@x.io"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from tests.conftest import bearer
 
 
@@ -25,18 +27,13 @@ def test_ping_needs_task_creation(client, account):
 
 def test_no_worker_answers_503(client, account, settings_override):
     # Route to a queue no worker consumes, so the wait runs out exactly as with all workers down.
-    from tasks.system import ping
-
-    settings_override(worker_wait_timeout_s=0.5)
-    from app.services import workers
+    from app import dispatch
     from app.errors import APIError
 
-    try:
-        workers.run_and_wait(ping.s().set(queue="nobody-listens"))
-    except APIError as exc:
-        assert exc.status == 503 and exc.error.code == 13001
-    else:
-        raise AssertionError("expected a 503 worker_timeout")
+    settings_override(worker_wait_timeout_s=0.5)
+    with pytest.raises(APIError) as exc:
+        dispatch.call(dispatch.task("system.ping").set(queue="nobody-listens"))
+    assert exc.value.status == 503 and exc.value.error.code == 13001
 
 
 def test_routing_lives_in_celeryconfig():

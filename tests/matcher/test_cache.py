@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from matcher.cache import ListCache, NotCached
-from matcher.changes import (DescriptorAdded, DescriptorRemoved, FaceAttached, FaceDeleted, FaceDetached,
-                             ListDeleted)
+from matcher.changes import DescriptorAdded, DescriptorRemoved, FaceAttached, FaceDeleted, FaceDetached, ListDeleted
 from matcher.index import MatcherInputError, NonFiniteError
 from tests.matcher.reference import brute_force
 

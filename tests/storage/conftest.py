@@ -18,7 +18,7 @@ import pytest
 import redis
 from moto.server import ThreadedMotoServer
 
-from app.storage import LocalStore, ObjectStore, S3Store
+from app.image_store.backends import LocalStore, ObjectStore, S3Store
 
 S3_KEYS = {"access_key": "test-access", "secret_key": "test-secret"}
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from app.storage import (
+from app.image_store.backends import (
     ALLOWED_TTL_DAYS,
     STORE_TYPES,
     BucketExists,
@@ -23,7 +23,7 @@ from app.storage import (
     S3Store,
     build_store,
 )
-from app.storage.buckets import BUCKET_BY_ROLE, DEFAULT_BUCKETS, create_default_buckets
+from app.image_store.backends.buckets import BUCKET_BY_ROLE, DEFAULT_BUCKETS, create_default_buckets
 
 A, B = "account-a", "account-b"
 

@@ -1,7 +1,6 @@
-"""The cleanup lock: of two concurrent cleaners exactly one cleans, with Redis and with a file."""
+"""The cleanup lock in Redis: of two concurrent cleaners exactly one cleans."""
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import time
 import uuid
@@ -12,19 +11,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.storage import LocalStore
-from app.storage.cleanup import CleanupLock, FileLock, LockLost, RedisLock, run_cleanup
+from app.image_store.backends import LocalStore
+from app.image_store.backends.cleanup import CleanupLock, LockLost, RedisLock, run_cleanup
 
 
-@pytest.fixture(params=["redis", "file"])
-def make_lock(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], CleanupLock]:
-    """Each call is a separate would-be holder (its own connection / its own open file)."""
-    if request.param == "redis":
-        client = request.getfixturevalue("redis_client")
-        key = request.getfixturevalue("redis_key")
-        return lambda: RedisLock(redis.Redis(connection_pool=client.connection_pool), key, ttl_s=30)
-    path = tmp_path / "cleanup.lock"
-    return lambda: FileLock(path)
+@pytest.fixture()
+def make_lock(redis_client: redis.Redis, redis_key: str) -> Callable[[], CleanupLock]:
+    """Each call is a separate would-be holder (its own connection)."""
+    return lambda: RedisLock(redis.Redis(connection_pool=redis_client.connection_pool), redis_key, ttl_s=30)
 
 
 class SlowCleanup(LocalStore):
@@ -75,30 +69,6 @@ def test_exactly_one_of_two_concurrent_cleaners_runs(make_lock: Callable[[], Cle
     assert store.runs == 1
     # Released afterwards: the next run gets the lock (and finds nothing left to do).
     assert run_cleanup(store, make_lock(), later) == 0
-
-
-def _hold_file_lock(path: str, held: multiprocessing.synchronize.Event) -> None:
-    lock = FileLock(path)
-    assert lock.acquire()
-    held.set()
-    time.sleep(60)  # killed by the test long before
-
-
-def test_file_lock_excludes_other_processes_and_dies_with_its_holder(tmp_path: Path) -> None:
-    path = str(tmp_path / "cleanup.lock")
-    ctx = multiprocessing.get_context("fork")
-    held = ctx.Event()
-    holder = ctx.Process(target=_hold_file_lock, args=(path, held))
-    holder.start()
-    try:
-        assert held.wait(10)
-        assert not FileLock(path).acquire()
-    finally:
-        holder.kill()
-        holder.join(10)
-    lock = FileLock(path)  # the kernel dropped the dead holder's lock
-    assert lock.acquire()
-    lock.release()
 
 
 def test_redis_lock_expires_and_never_frees_a_successor(redis_client: redis.Redis, redis_key: str) -> None:

@@ -1,16 +1,16 @@
-"""app.storage must stay usable from the API, the workers and the CLI alike."""
+"""app.image_store.backends must stay usable from the API, the workers and the CLI alike."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-import app.storage
+import app.image_store.backends
 
 FORBIDDEN_ROOTS = {"flask", "flask_smorest", "sqlalchemy", "celery", "tasks", "inference", "matcher"}
 
 
 def test_storage_imports_nothing_from_the_app_layers() -> None:
-    package_dir = Path(app.storage.__file__).parent
+    package_dir = Path(app.image_store.backends.__file__).parent
     offenders = []
     for path in sorted(package_dir.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -22,7 +22,7 @@ def test_storage_imports_nothing_from_the_app_layers() -> None:
                 continue
             for module in modules:
                 root = module.split(".")[0]
-                if root in FORBIDDEN_ROOTS or (root == "app" and not module.startswith("app.storage")):
+                if root in FORBIDDEN_ROOTS or (root == "app" and not module.startswith("app.image_store.backends")):
                     offenders.append(f"{path.name}: {module}")
     assert not offenders
     assert {"base.py", "local.py", "s3.py", "cleanup.py"} <= {p.name for p in package_dir.glob("*.py")}

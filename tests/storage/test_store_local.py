@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.storage import LocalStore, ObjectNotFound
+from app.image_store.backends import LocalStore, ObjectNotFound
 
 
 def oid() -> str:

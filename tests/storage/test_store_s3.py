@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta, timezone
 
-from app.storage import ALLOWED_TTL_DAYS, S3Store
+from app.image_store.backends import ALLOWED_TTL_DAYS, S3Store
 
 EXPECTED_RULES = {
     f"vl-expire-{ttl}": {

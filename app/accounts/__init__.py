@@ -1,0 +1,1 @@
+"""Accounts and their JWT tokens: registration, password checks, permissions, signing."""

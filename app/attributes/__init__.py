@@ -1,0 +1,1 @@
+"""Temporary attributes: descriptors, basic attributes and sample ids kept for a TTL."""

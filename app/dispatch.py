@@ -1,0 +1,150 @@
+"""Sending work to the workers: the Celery application, tasks by name, waits, chains and chords.
+
+The API sends every task through this module and never imports ``tasks/``: it names a task
+(``"inference.sdk"``), and ``celeryconfig`` routes the name to its queue. The worker side
+(``tasks/``) registers its task functions on the same :data:`celery` application.
+
+Every request-reply send carries ``expires`` (now + the wait): a worker that receives the message
+later, after a redelivery or a restart, marks it revoked instead of running work nobody waits
+for. The caller gets ``worker_timeout`` (503) when no answer comes in time.
+
+Answers travel in one envelope: a task body wrapped with :func:`reported` returns
+``{"result": ...}`` or ``{"error": {"kind", "detail"}}`` for an :class:`APIError`, and
+:func:`unwrap` raises that same error in the API, so a 4xx decided on the worker reaches the client
+unchanged. In a chain, a step receives its predecessor's result unwrapped, and an error skips
+the remaining steps and comes out at the end.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, TypeVar
+
+import redis
+from celery import Celery, Signature, chain, chord, group, signals
+from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.result import AsyncResult
+from kombu.exceptions import OperationalError
+
+from app import settings
+from app.errors import APIError
+from app.observability import request_id_var
+
+log = logging.getLogger(__name__)
+
+celery = Celery("facegate")
+celery.config_from_object("celeryconfig")
+
+# The caller's Luna-Request-Id travels in the message headers, so the worker's log lines for a
+# request carry the id its API log lines carry (tasks/ sets it before each task runs).
+REQUEST_ID_HEADER = "luna_request_id"
+
+
+@signals.before_task_publish.connect
+def _send_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    if headers is not None and request_id_var.get() != "-":
+        headers.setdefault(REQUEST_ID_HEADER, request_id_var.get())
+
+F = TypeVar("F", bound=Callable[..., Any])
+_ERROR = "error"
+_RESULT = "result"
+
+
+# ---- the envelope ------------------------------------------------------------------------------
+def _is_envelope(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and (_ERROR in value or _RESULT in value)
+
+
+def reported(func: F) -> F:
+    """Wrap a task body: its APIError becomes the error envelope, its return value the result one.
+
+    Used under ``@celery.task`` (with ``bind=True`` the task itself comes first). A chain step
+    gets its predecessor's envelope as the first argument: a result is unwrapped for it, an
+    error is passed on without running the step.
+    """
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        bound = 1 if args and hasattr(args[0], "request") and hasattr(args[0], "name") else 0
+        if len(args) > bound and _is_envelope(args[bound]):
+            if _ERROR in args[bound]:
+                return args[bound]
+            args = (*args[:bound], args[bound][_RESULT], *args[bound + 1:])
+        try:
+            return {_RESULT: func(*args, **kwargs)}
+        except APIError as exc:
+            return {_ERROR: {"kind": exc.kind, "detail": exc.detail}}
+
+    return wrapper  # type: ignore[return-value]
+
+
+def unwrap(answer: Any) -> Any:
+    """The result inside an envelope, or the APIError it carries raised."""
+    if not _is_envelope(answer):
+        raise APIError("task_failed", "the task answered outside the envelope")
+    if _ERROR in answer:
+        raise APIError(answer[_ERROR]["kind"], answer[_ERROR]["detail"])
+    return answer[_RESULT]
+
+
+# ---- sending -----------------------------------------------------------------------------------
+def task(name: str, *args: Any, **kwargs: Any) -> Signature:
+    """A signature of the task ``name``; its queue comes from ``celeryconfig``'s routes."""
+    return celery.signature(name, args=args, kwargs=kwargs)
+
+
+def chain_of(*steps: Signature) -> chain:
+    """Steps run one after another, each getting the previous one's result."""
+    return chain(*steps)
+
+
+def chord_of(parts: list[Signature], merge: Signature) -> chord:
+    """``parts`` run in parallel, then ``merge`` gets the list of their results."""
+    return chord(group(parts), merge)
+
+
+def _expiring(sig: Signature, expires: datetime) -> None:
+    # Every task of a canvas gets the deadline, not only the first: a later step delivered after
+    # the caller gave up must be dropped as well.
+    for inner in getattr(sig, "tasks", None) or ():
+        _expiring(inner, expires)
+    body = getattr(sig, "body", None) if isinstance(sig, chord) else None
+    if body is not None:
+        _expiring(body, expires)
+    sig.set(expires=expires)
+
+
+def send(sig: Signature, timeout: float | None = None) -> AsyncResult:
+    """Enqueue ``sig`` (a task, chain or chord) to expire after ``timeout`` seconds (default: the
+    ``worker_wait_timeout_s`` setting); 503 when the broker cannot take it."""
+    timeout = settings.current().worker_wait_timeout_s if timeout is None else timeout
+    _expiring(sig, datetime.now(timezone.utc) + timedelta(seconds=timeout))
+    try:
+        return sig.apply_async()
+    except (OperationalError, redis.RedisError, ConnectionError) as exc:
+        log.warning("broker refused a task: %s", type(exc).__name__)
+        raise APIError("broker_unavailable", "the task queue is not reachable; try again later") from None
+
+
+def wait(result: AsyncResult, timeout: float | None = None) -> Any:
+    """The answer of a sent task (for a canvas: of its last task), unwrapped; 503 when none
+    comes within ``timeout`` seconds."""
+    timeout = settings.current().worker_wait_timeout_s if timeout is None else timeout
+    try:
+        value = result.get(timeout=timeout, propagate=False, interval=0.05)
+    except CeleryTimeout:
+        # Revoked for workers that hold it already; ``expires`` covers those that get it later.
+        result.revoke()
+        raise APIError("worker_timeout", f"task {result.id} got no answer within {timeout:g} s; "
+                                         "are the workers running?") from None
+    except (OperationalError, redis.RedisError, ConnectionError):
+        raise APIError("broker_unavailable", "the result store is not reachable; try again later") from None
+    if result.failed():
+        log.error("task %s failed: %s", result.id, type(value).__name__)
+        raise APIError("task_failed", f"task {result.id} failed; the worker log has the details")
+    return unwrap(value)
+
+
+def call(sig: Signature, timeout: float | None = None) -> Any:
+    """Send ``sig`` and wait for its answer: the request-reply path of REST handlers."""
+    return wait(send(sig, timeout), timeout)

@@ -1,0 +1,1 @@
+"""Faces with descriptors, lists of faces, and the change feed the matcher follows."""

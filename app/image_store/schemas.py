@@ -1,0 +1,69 @@
+"""Arguments and answers of the image store resources (/images, /objects, /samples, /buckets)."""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from marshmallow import ValidationError, fields, validate
+
+from app.image_store.backends import ALLOWED_TTL_DAYS, TTL_FOREVER, InvalidTTL, validate_ttl
+from app.image_store.service import BATCH_MAX
+from app.pagination import page_of
+from app.schemas import StrictSchema
+
+TTL_DESCRIPTION = f"days, one of {list(ALLOWED_TTL_DAYS)}, or {TTL_FOREVER} to keep forever"
+
+
+def _ttl(value: int) -> None:
+    # The store's own check, so the API accepts exactly what the store does; as a schema error
+    # the detail names the field.
+    try:
+        validate_ttl(value)
+    except InvalidTTL as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def ttl_field(description: str = TTL_DESCRIPTION, **kwargs: Any) -> fields.Integer:
+    return fields.Integer(validate=_ttl, metadata={"description": description}, **kwargs)
+
+
+class StoreCreateArgs(StrictSchema):
+    ttl = ttl_field(f"{TTL_DESCRIPTION}; default: the bucket's TTL")
+
+
+class ImageCreateArgs(StoreCreateArgs):
+    thumbnail = fields.Boolean(load_default=False, metadata={
+        "description": "also store a JPEG thumbnail (longest side 160 px), read at /images/{image_id}/thumbnail"})
+
+
+class TTLSchema(StrictSchema):
+    ttl = ttl_field(required=True)
+
+
+@lru_cache
+def ids_schema(id_field: str) -> type[StrictSchema]:
+    """``{"<kind>_ids": [...]}`` for a batch delete; one class per field name, shared by the kinds
+    that use it, so the OpenAPI document names it once."""
+    ids = fields.List(fields.UUID(), required=True, validate=validate.Length(min=1, max=BATCH_MAX),
+                      metadata={"description": f"at most {BATCH_MAX} ids"})
+    name = "".join(part.title() for part in id_field.split("_")) + "sSchema"
+    return StrictSchema.from_dict({f"{id_field}s": ids}, name=name)
+
+
+class DeletedSchema(StrictSchema):
+    deleted = fields.List(fields.String(), metadata={
+        "description": "ids actually deleted; missing ones and other accounts' are left out"})
+
+
+class BucketCreateSchema(StrictSchema):
+    bucket = fields.String(required=True, metadata={
+        "description": "3-63 lower-case letters, digits or '-', starting and ending with a letter or digit"})
+    ttl = ttl_field(f"default TTL of its objects, {TTL_DESCRIPTION}; default: the bucket_ttl_days setting")
+
+
+class BucketSchema(StrictSchema):
+    bucket = fields.String()
+    ttl = fields.Integer(allow_none=True, metadata={"description": "default TTL of objects stored without one"})
+
+
+BucketListSchema = page_of("buckets", BucketSchema, "BucketListSchema")

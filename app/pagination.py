@@ -1,0 +1,53 @@
+"""The one way lists are paged: ``page`` (from 1) and ``page_size`` in, ``{"<items>": [...],
+"page", "page_size"}`` out, and :func:`paginate` for the query in between."""
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
+
+from app import settings
+from app.schemas import StrictSchema
+
+T = TypeVar("T")
+
+
+class PaginationArgs(StrictSchema):
+    """``page`` (from 1) and ``page_size`` (capped by the ``page_size_max`` setting)."""
+
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    page_size = fields.Integer(load_default=None, validate=validate.Range(min=1))
+
+    @validates_schema
+    def _cap(self, data: dict[str, Any], **_: Any) -> None:
+        s = settings.current()
+        if data.get("page_size") is None:
+            data["page_size"] = s.page_size_default
+        elif data["page_size"] > s.page_size_max:
+            raise ValidationError(f"must be at most {s.page_size_max}", "page_size")
+
+
+def page_of(items: str, item_schema: type[Schema], name: str) -> type[Schema]:
+    """The list-response convention every resource follows: ``{"<items>": [...], "page", "page_size"}``.
+
+    ``name`` is the class name, which OpenAPI uses for the component.
+    """
+    return StrictSchema.from_dict({items: fields.List(fields.Nested(item_schema)),
+                                   "page": fields.Integer(), "page_size": fields.Integer()}, name=name)
+
+
+def page_slice(query: Select[Any], page: int, page_size: int) -> Select[Any]:
+    """``query`` limited to one page; the caller's ORDER BY makes the pages stable."""
+    return query.offset((page - 1) * page_size).limit(page_size)
+
+
+def paginate(session: Session, query: Select[Any], page: int, page_size: int) -> list[Any]:
+    """One page of ``query``'s rows (entities when it selects one entity)."""
+    return list(session.scalars(page_slice(query, page, page_size)))
+
+
+def page_answer(items_name: str, items: list[Any], args: dict[str, Any]) -> dict[str, Any]:
+    """The list response: the items under their name beside ``page`` and ``page_size``."""
+    return {items_name: items, "page": args["page"], "page_size": args["page_size"]}

@@ -1,1 +1,0 @@
-"""Marshmallow schemas: what the API accepts and returns, one module per resource group."""

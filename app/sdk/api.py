@@ -1,0 +1,137 @@
+"""/sdk: detection, estimations, warps and descriptors of uploaded images (work runs on ``gpu``).
+
+Images come as a raw image body (one image), a multipart form (one file per image, any field
+names) or JSON ``{"images": [{"image": "<base64>"} | {"url": "http..."}, ...]}``; options are
+query parameters in every case. /detector and /iso take their images the same way.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import request
+from marshmallow import ValidationError
+
+from app.auth import current_principal, require
+from app.blueprint import Blueprint
+from app.errors import APIError, _flatten_messages
+from app.image_store.service import IMAGE_TYPES
+from app.sdk import service
+from app.sdk.schemas import (
+    DetectorArgs,
+    EstimatorsSchema,
+    ImagesBody,
+    IsoBody,
+    IsoResultSchema,
+    SdkArgs,
+    SdkResultSchema,
+)
+from inference import iso
+
+sdk_blp = Blueprint("sdk", __name__, url_prefix="/sdk", description="Remote SDK: detect, estimate, warp, extract")
+
+BODY_DOC = {"requestBody": {"required": True, "content": {
+    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "additionalProperties": {"type": "string", "format": "binary"}}},
+    "application/json": {"schema": {"type": "object", "properties": {"images": {"type": "array", "items": {
+        "type": "object", "properties": {"image": {"type": "string", "format": "byte"}, "url": {"type": "string"},
+                                         "filename": {"type": "string"}}}}}}},
+}}}
+
+
+def _load(schema: ImagesBody, data: Any) -> dict[str, Any]:
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise APIError("validation", "; ".join(_flatten_messages(exc.messages))) from None
+
+
+def request_images(schema: type[ImagesBody] = ImagesBody) -> tuple[list[service.SourceImage], dict[str, Any]]:
+    """The request's images, and the other fields of a JSON body (or JSON-valued form fields)."""
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        images = [service.SourceImage(f.filename or name, f.read(), f.mimetype or "application/octet-stream")
+                  for name in request.files for f in request.files.getlist(name)]
+        extra = {}
+        for name, value in request.form.items():
+            try:
+                extra[name] = json.loads(value)
+            except ValueError:
+                raise APIError("validation", f"{name}: form field must hold JSON") from None
+        return images, _load(schema(partial=("images",)), extra) if extra else {}
+    if mimetype == "application/json":
+        raw = request.get_json(silent=True)
+        if raw is None:
+            raise APIError("bad_json", "request body is not valid JSON")
+        body = _load(schema(), raw)
+        images = []
+        for n, entry in enumerate(body.pop("images")):
+            name = entry.get("filename") or f"#{n}"
+            data = (service.decode_base64_image(entry["image"], name) if "image" in entry
+                    else service.fetch_url(entry["url"], name))
+            images.append(service.SourceImage(name, data))
+        return images, body
+    if mimetype in IMAGE_TYPES or mimetype == "application/octet-stream":
+        return [service.SourceImage("image", request.get_data(), mimetype)], {}
+    raise APIError("unsupported_media_type", f"send an image ({', '.join(sorted(IMAGE_TYPES))}), multipart/form-data "
+                                             f"or application/json, got '{request.content_type or 'none'}'")
+
+
+@sdk_blp.route("", methods=["POST"])
+@sdk_blp.arguments(SdkArgs, location="query")
+@sdk_blp.response(200, SdkResultSchema)
+@sdk_blp.doc(**BODY_DOC)
+@require("sdk", "creation")
+def run_sdk(args: dict[str, Any]) -> dict[str, Any]:
+    """Faces (and bodies) of each image with the asked estimations; samples, descriptors,
+    temporary attributes and the aggregate over all images when asked."""
+    images, _ = request_images()
+    return service.run("inference.sdk", current_principal().scope, images, args)
+
+
+@sdk_blp.route("/estimators", methods=["GET"])
+@sdk_blp.response(200, EstimatorsSchema)
+@require("sdk", "creation")
+def list_estimators() -> dict[str, Any]:
+    """Every estimator of a gpu worker: enabled by its settings, already loaded or not."""
+    return service.estimators()
+
+
+# ---- detector ------------------------------------------------------------
+detector_blp = Blueprint("detector", __name__, url_prefix="/detector", description="Remote SDK: detection and samples")
+
+
+@detector_blp.route("", methods=["POST"])
+@detector_blp.arguments(DetectorArgs, location="query")
+@detector_blp.response(200, SdkResultSchema)
+@detector_blp.doc(**BODY_DOC)
+@require("sdk", "creation")
+def detect(args: dict[str, Any]) -> dict[str, Any]:
+    """Faces (box, score, 5 landmarks) and/or bodies of each image, each with the id of its stored
+    sample (read it at /samples/faces/{id} or /samples/bodies/{id})."""
+    images, _ = request_images()
+    options = {**args, "face_warp": 1, "body_warp": 1}
+    return service.run("inference.sdk", current_principal().scope, images, options)
+
+
+# ---- iso ------------------------------------------------------------
+iso_blp = Blueprint("iso", __name__, url_prefix="/iso", description="Remote SDK: ISO/IEC 19794-5 checks")
+
+
+@iso_blp.route("", methods=["POST"])
+@iso_blp.response(200, IsoResultSchema)
+@iso_blp.doc(**BODY_DOC)
+@require("sdk", "creation")
+def check() -> dict[str, Any]:
+    """Every check of each image. Thresholds (JSON body field, or a form field holding JSON) replace
+    the defaults per check: ``{"head_yaw": {"min": -10, "max": 10}, "image_format": ["JPEG", "PNG"]}``."""
+    images, extra = request_images(IsoBody)
+    thresholds = extra.get("thresholds")
+    try:
+        iso.thresholds_from(thresholds)
+    except (TypeError, ValueError) as exc:
+        raise APIError("bad_iso_threshold", str(exc)) from None
+    return service.run("inference.iso", current_principal().scope, images, {"thresholds": thresholds})
+
+
+BLUEPRINTS = [sdk_blp, detector_blp, iso_blp]

@@ -1,0 +1,221 @@
+"""The remote SDK: detection, estimation, warping and extraction on behalf of /sdk, /detector, /iso.
+
+Two halves share this module because they share the request's vocabulary (options, image
+references, error kinds):
+
+* API side (:func:`run`): store the uploaded images in the source-image bucket with a short TTL,
+  send their ids to a ``gpu`` task, wait, and turn the task's answer back into a response or an
+  :class:`APIError`. Messages carry ids, never pixels.
+* worker side (:func:`load_images`, :func:`finish`): decode the stored images; the batcher in
+  ``tasks.inference`` runs ``inference.analysis.analyze`` on a whole batch of images from
+  concurrent requests; then store samples and temporary attributes per request, under ids derived
+  from the task id.
+
+Errors decided on the worker travel back in the dispatch layer's envelope (``app.dispatch``).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import requests
+
+from app import dispatch, settings
+from app.attributes import service as attributes
+from app.errors import APIError
+from app.image_store import service as image_store
+from app.image_store.backends.buckets import IMAGE_ORIGIN
+from app.scope import Scope
+from inference import analysis, descriptor_format, registry
+from inference.images import ImageDecodeError, ImageTooLarge, decode_image
+
+# Uploaded images are kept byte for byte (the ISO format check needs the original container) in
+# the source-image bucket for a day at most; the API deletes them once the task has answered.
+SOURCE = image_store.Kind("source_image", IMAGE_ORIGIN, images=False)
+SOURCE_TTL_DAYS = 1
+_URL_CHUNK = 64 * 1024
+
+
+@dataclass
+class SourceImage:
+    """One image of a request: its bytes and the name errors and answers use."""
+
+    name: str
+    data: bytes
+    content_type: str = "application/octet-stream"
+
+
+# ---- API side -------------------------------------------------------------------------------
+def decode_base64_image(text: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise APIError("bad_image", f"image '{name}': not valid base64 ({exc})") from None
+
+
+def fetch_url(url: str, name: str) -> bytes:
+    """GET an http(s) image within the size and time limits; only when ``sdk_url_fetch`` is on."""
+    s = settings.current()
+    if not s.sdk_url_fetch:
+        raise APIError("url_fetch_disabled", f"image '{name}': fetching URLs is off (setting sdk_url_fetch)")
+    if not url.lower().startswith(("http://", "https://")):
+        raise APIError("url_fetch_failed", f"image '{name}': only http and https URLs are fetched")
+    limit = int(s.max_request_mb * 1024 * 1024)
+    try:
+        with requests.get(url, timeout=s.sdk_url_timeout_s, stream=True, allow_redirects=False) as response:
+            if response.status_code != 200:
+                raise APIError("url_fetch_failed", f"image '{name}': {url} answered HTTP {response.status_code}")
+            chunks, size = [], 0
+            for chunk in response.iter_content(_URL_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise APIError("url_fetch_failed", f"image '{name}': {url} is larger than "
+                                                       f"max_request_mb ({s.max_request_mb:g} MiB)")
+                chunks.append(chunk)
+    except requests.RequestException as exc:
+        raise APIError("url_fetch_failed", f"image '{name}': {type(exc).__name__}: {exc}") from None
+    return b"".join(chunks)
+
+
+def check_count(images: list[SourceImage]) -> None:
+    if not images:
+        raise APIError("no_images", "send images as a multipart form, a raw image body or JSON {\"images\": [...]}")
+    limit = settings.current().sdk_max_images
+    if len(images) > limit:
+        raise APIError("too_many_images", f"{len(images)} images; at most {limit} per request (setting sdk_max_images)")
+
+
+def run(task_name: str, scope: Scope, images: list[SourceImage], params: dict[str, Any]) -> dict[str, Any]:
+    """Store the images, run ``task_name`` on the ``gpu`` queue with their ids, return its answer.
+
+    The samples the task stored are provisional (they expire with the source images) until the
+    answer is here: then they get their bucket's TTL. A caller who never got the answer leaves
+    nothing behind for good.
+    """
+    check_count(images)
+    refs = []
+    for image in images:
+        if not image.data:
+            raise APIError("bad_image", f"image '{image.name}': empty")
+        obj = image_store.put(SOURCE, scope, image.data, image.content_type, ttl=SOURCE_TTL_DAYS)
+        refs.append({"image_id": obj.id, "filename": image.name})
+    try:
+        answer = dispatch.call(dispatch.task(task_name, scope.wire(), refs, params))
+    finally:
+        try:
+            image_store.delete_many(SOURCE, scope, [r["image_id"] for r in refs])
+        except APIError:
+            pass  # the one-day TTL removes them anyway
+    for kind, ids in answer_samples(answer).items():
+        image_store.keep(image_store.KINDS[image_store.SAMPLE_KINDS[kind]], scope, ids)
+    return answer
+
+
+def answer_samples(answer: dict[str, Any]) -> dict[str, list[str]]:
+    """The face and body sample ids an answer names."""
+    found: dict[str, list[str]] = {"face": [], "body": []}
+    for image in answer.get("images", ()):
+        for kind, key in (("face", "faces"), ("body", "bodies")):
+            found[kind] += [item["sample_id"] for item in image.get(key) or () if "sample_id" in item]
+    return {kind: ids for kind, ids in found.items() if ids}
+
+
+def estimators() -> dict[str, Any]:
+    """What a gpu worker reports about its estimators (the worker's settings decide, not the API's)."""
+    return dispatch.call(dispatch.task("inference.estimators"))
+
+
+# ---- worker side -----------------------------------------------------------------------------
+def unavailable_error(exc: analysis.Unavailable | registry.EstimatorUnavailable) -> APIError:
+    if isinstance(exc, registry.EstimatorUnavailable):
+        exc = analysis.Unavailable(exc, None)
+    return APIError("estimator_disabled" if exc.disabled else "estimator_unavailable", str(exc))
+
+
+def load_images(scope: Scope, refs: list[dict[str, str]]) -> list[tuple[bytes, np.ndarray]]:
+    """(bytes, RGB pixels) of each stored source image; errors name the image."""
+    max_pixels = settings.current().inference_max_image_pixels
+    out = []
+    for ref in refs:
+        name = ref["filename"]
+        data = image_store.get(SOURCE, scope, ref["image_id"])[0]
+        try:
+            out.append((data, decode_image(data, max_pixels)))
+        except ImageTooLarge as exc:
+            raise APIError("image_too_large", f"image '{name}': {exc} (setting inference_max_image_pixels)") from None
+        except ImageDecodeError as exc:
+            raise APIError("bad_image", f"image '{name}': {exc}") from None
+    return out
+
+
+def derived_id(task_id: str, *parts: Any) -> uuid.UUID:
+    """An id for something a task writes, derived from the task id: a redelivered task overwrites
+    its own samples and attributes instead of leaving a second copy behind."""
+    return uuid.uuid5(uuid.UUID(task_id), "/".join(map(str, parts)))
+
+
+def _stored_basic(b: Any) -> dict[str, Any]:
+    """Basic attributes as temporary attributes keep them (gender as P(male), like external data)."""
+    return {"age": float(b.age), "gender": float(b.gender_score)}
+
+
+def finish(task_id: str, scope: Scope, refs: list[dict[str, str]], sizes: list[tuple[int, int]],
+           found: list[analysis.Analysis], options: dict[str, Any]) -> dict[str, Any]:
+    """Store samples and attributes, build the answer of one request.
+
+    Samples get the source images' provisional TTL; the API gives them their bucket's TTL once the
+    caller has the answer (:func:`run`)."""
+    images = []
+    for n, (ref, (height, width), a) in enumerate(zip(refs, sizes, found)):
+        basic = a.estimates.get("estimate_basic_attributes")
+        for k, face in enumerate(a.faces):
+            if options.get("face_warp"):
+                face["sample_id"] = image_store.save_sample("face", scope, a.chips[k], derived_id(task_id, n, "face", k),
+                                                            ttl=SOURCE_TTL_DAYS)
+            if a.descriptors is not None:
+                vector, version = a.descriptors[k], options["descriptor_version"]
+                face["descriptor"] = base64.b64encode(descriptor_format.pack(vector, version)).decode()
+                face["descriptor_version"] = version
+                record = attributes.create_attribute(
+                    scope, descriptors={version: vector}, basic_attributes=_stored_basic(basic[k]) if basic else None,
+                    sample_ids=[uuid.UUID(face["sample_id"])] if "sample_id" in face else (),
+                    attribute_id=derived_id(task_id, n, "attribute", k))
+                face["attribute_id"] = str(record.attribute_id)
+        for k, body in enumerate(a.bodies):
+            if a.body_chips:
+                body["sample_id"] = image_store.save_sample("body", scope, a.body_chips[k],
+                                                            derived_id(task_id, n, "body", k), ttl=SOURCE_TTL_DAYS)
+        entry: dict[str, Any] = {"filename": ref["filename"], "width": width, "height": height}
+        if options.get("detect_face"):
+            entry["faces"] = a.faces
+        if options.get("detect_body"):
+            entry["bodies"] = a.bodies
+        images.append(entry)
+    answer: dict[str, Any] = {"images": images}
+    if options.get("aggregate_attributes"):
+        answer["aggregate"] = _aggregate(task_id, scope, found, options["descriptor_version"])
+    return answer
+
+
+def _aggregate(task_id: str, scope: Scope, found: list[analysis.Analysis], version: int) -> dict[str, Any]:
+    """One person over all images (``inference.analysis.aggregate``), with its temporary attribute."""
+    merged = analysis.aggregate(found)
+    result: dict[str, Any] = {"faces": len(merged.picked), "sample_ids": [
+        found[n].faces[k]["sample_id"] for n, k in merged.picked if "sample_id" in found[n].faces[k]]}
+    if merged.basic_attributes is not None:
+        result["basic_attributes"] = {**analysis.basic_json(merged.basic_attributes), "gender_votes": merged.gender_votes}
+    if merged.emotions is not None:
+        result["emotions"] = analysis.emotions_json(merged.emotions)
+    if merged.descriptor is not None:
+        result["descriptor"] = base64.b64encode(descriptor_format.pack(merged.descriptor, version)).decode()
+        result["descriptor_version"] = version
+        record = attributes.create_attribute(
+            scope, descriptors={version: merged.descriptor},
+            basic_attributes=_stored_basic(merged.basic_attributes) if merged.basic_attributes else None,
+            sample_ids=[uuid.UUID(s) for s in result["sample_ids"]], attribute_id=derived_id(task_id, "aggregate"))
+        result["attribute_id"] = str(record.attribute_id)
+    return result

@@ -1,0 +1,1 @@
+"""Version, health, effective configuration and the worker round trip."""

@@ -1,0 +1,1 @@
+"""Verifiers: stored 1:1 verification policies and verifications under them."""
