@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from app.accounts.models import Account
 from app.db import redis_client
 from app.faces.models import ChangeLog, FaceDescriptor, FaceList, ListFace, utcnow
+from app.scope import Scope, scoped
 from matcher.cache import Chunk
 from matcher.changes import (
     Change,
@@ -74,7 +75,7 @@ def _account_deleted(session: Session, _context: Any, _instances: Any) -> None:
     log their deletion here so matcher caches drop them too."""
     for obj in list(session.deleted):
         if isinstance(obj, Account):
-            for list_id in session.scalars(select(FaceList.list_id).where(FaceList.account_id == obj.account_id)):
+            for list_id in session.scalars(scoped(FaceList, Scope.of(obj.account_id), FaceList.list_id)):
                 record(session, "list_deleted", obj.account_id, list_id=list_id)
 
 

@@ -191,7 +191,8 @@ def list_faces(session: Session, scope: Scope, filters: dict[str, Any],
              .where(ListFace.face_id == Face.face_id).scalar_subquery())
     versions = (select(func.aggregate_strings(cast(FaceDescriptor.version, String), ","))
                 .where(FaceDescriptor.face_id == Face.face_id).scalar_subquery())
-    rows = session.execute(select(Face, lists, versions).where(Face.face_id.in_(page_ids)).order_by(Face.face_id))
+    rows = session.execute(scoped(Face, scope, Face, lists, versions).where(Face.face_id.in_(page_ids))
+                           .order_by(Face.face_id))
     return [_view(face, _joined(list_ids, uuid.UUID), _joined(found, int)) for face, list_ids, found in rows]
 
 

@@ -1,13 +1,20 @@
 """Health checks of every part the platform depends on."""
 from __future__ import annotations
 
+import logging
 import os
 from typing import Callable
 
 from sqlalchemy import text
 
-from app import db, settings
+from app import db, dispatch, settings
 from app.image_store import service as image_store
+
+log = logging.getLogger(__name__)
+
+
+class Unhealthy(Exception):
+    """A finding whose message is safe to show callers (no hosts, paths or driver text)."""
 
 
 def check_database() -> None:
@@ -16,16 +23,13 @@ def check_database() -> None:
 
 
 def check_broker() -> None:
-    from tasks import celery
-
-    with celery.connection_for_write() as conn:
+    with dispatch.celery.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=3)
 
 
-def check_result_backend() -> None:
-    from tasks import celery
-
-    celery.backend.client.ping()
+def check_redis() -> None:
+    """Task results, pub/sub, temporary attributes and locks."""
+    db.redis_client().ping()
 
 
 def check_image_store() -> None:
@@ -33,26 +37,29 @@ def check_image_store() -> None:
     s = settings.current()
     missing = image_store.missing_platform_buckets()  # lists the buckets: S3 or the local root answers
     if s.storage_type == "local" and not os.access(s.effective_storage_path, os.W_OK):
-        raise OSError(f"{s.effective_storage_path} is not writable")
+        raise Unhealthy("the local image store is not writable")
     if missing:
-        raise LookupError(f"missing buckets {missing}; run `facegate buckets create`")
+        raise Unhealthy(f"missing buckets {missing}; run `facegate buckets create`")
 
 
 CHECKS: dict[str, Callable[[], None]] = {
     "database": check_database,
     "broker": check_broker,
-    "result_backend": check_result_backend,
+    "redis": check_redis,
     "image_store": check_image_store,
 }
 
 
 def run_checks() -> dict[str, str]:
-    """{part: "ok" | "error: ..."} for every check."""
+    """{part: "ok" | "error: ..."} for every check; the log has the full reason of each failure."""
     report = {}
     for name, check in CHECKS.items():
         try:
             check()
             report[name] = "ok"
+        except Unhealthy as exc:
+            report[name] = f"error: {exc}"
         except Exception as exc:  # any failure of a part is a finding, not a crash
-            report[name] = f"error: {type(exc).__name__}: {exc}"
+            log.warning("health check %s failed: %s: %s", name, type(exc).__name__, exc)
+            report[name] = f"error: {type(exc).__name__}"
     return report

@@ -220,9 +220,9 @@ def test_cleanup_lock_lives_in_redis():
 
 
 def test_health_check_needs_the_buckets(empty_backend):
-    from app.system.health import check_image_store
+    from app.system.health import Unhealthy, check_image_store
 
-    with pytest.raises(LookupError, match="facegate buckets create"):
+    with pytest.raises(Unhealthy, match="facegate buckets create"):
         check_image_store()
     image_store.create_platform_buckets()
     check_image_store()
