@@ -38,9 +38,14 @@ def page_of(items: str, item_schema: type[Schema], name: str) -> type[Schema]:
                                    "page": fields.Integer(), "page_size": fields.Integer()}, name=name)
 
 
+def offset(page: int, page_size: int) -> int:
+    """Rows before the page (pages count from 1)."""
+    return (page - 1) * page_size
+
+
 def page_slice(query: Select[Any], page: int, page_size: int) -> Select[Any]:
     """``query`` limited to one page; the caller's ORDER BY makes the pages stable."""
-    return query.offset((page - 1) * page_size).limit(page_size)
+    return query.offset(offset(page, page_size)).limit(page_size)
 
 
 def paginate(session: Session, query: Select[Any], page: int, page_size: int) -> list[Any]:
@@ -48,6 +53,6 @@ def paginate(session: Session, query: Select[Any], page: int, page_size: int) ->
     return list(session.scalars(page_slice(query, page, page_size)))
 
 
-def page_answer(items_name: str, items: list[Any], args: dict[str, Any]) -> dict[str, Any]:
+def page_answer(items_name: str, items: list[Any], page: int, page_size: int) -> dict[str, Any]:
     """The list response: the items under their name beside ``page`` and ``page_size``."""
-    return {items_name: items, "page": args["page"], "page_size": args["page_size"]}
+    return {items_name: items, "page": page, "page_size": page_size}

@@ -107,7 +107,7 @@ def list_tokens(args: dict[str, Any]) -> dict[str, Any]:
     """The account's tokens, oldest first."""
     with session_scope() as session:
         found = tokens.list_tokens(session, current_principal().scope, args["page"], args["page_size"])
-        return page_answer("tokens", found, args)
+        return page_answer("tokens", found, args["page"], args["page_size"])
 
 
 @tokens_blp.route("/<uuid:token_id>", methods=["GET"])

@@ -34,6 +34,7 @@ from app.faces.schemas import (
     ListPatchSchema,
     ListSchema,
 )
+from app.pagination import page_answer
 from app.scope import Scope, get_or_404
 
 faces_blp = Blueprint("faces", __name__, url_prefix="/faces", description="Faces")
@@ -72,8 +73,7 @@ def list_faces(args: dict[str, Any]) -> dict[str, Any]:
     page, page_size = args.pop("page"), args.pop("page_size")
     scope = _read_scope(args)
     with session_scope() as session:
-        faces = service.list_faces(session, scope, args, page, page_size)
-        return {"faces": faces, "page": page, "page_size": page_size}
+        return page_answer("faces", service.list_faces(session, scope, args, page, page_size), page, page_size)
 
 
 @faces_blp.route("/count", methods=["GET"])
@@ -167,8 +167,7 @@ def list_lists(args: dict[str, Any]) -> dict[str, Any]:
     page, page_size = args.pop("page"), args.pop("page_size")
     scope = _read_scope(args)
     with session_scope() as session:
-        return {"lists": lists.list_lists(session, scope, args, page, page_size),
-                "page": page, "page_size": page_size}
+        return page_answer("lists", lists.list_lists(session, scope, args, page, page_size), page, page_size)
 
 
 @lists_blp.route("/count", methods=["GET"])

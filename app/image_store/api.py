@@ -34,7 +34,7 @@ from app.image_store.schemas import (
     TTLSchema,
     ids_schema,
 )
-from app.pagination import PaginationArgs
+from app.pagination import PaginationArgs, offset, page_answer
 
 
 def _body(kind: service.Kind) -> bytes:
@@ -179,8 +179,9 @@ def create_bucket(body: dict[str, Any]) -> dict[str, Any]:
 def list_buckets(args: dict[str, Any]) -> dict[str, Any]:
     """Every bucket with its default TTL, by name."""
     _operator()
-    buckets = service.list_buckets((args["page"] - 1) * args["page_size"], args["page_size"])
-    return {"buckets": [{"bucket": name, "ttl": ttl} for name, ttl in buckets], **args}
+    page, page_size = args["page"], args["page_size"]
+    buckets = service.list_buckets(offset(page, page_size), page_size)
+    return page_answer("buckets", [{"bucket": name, "ttl": ttl} for name, ttl in buckets], page, page_size)
 
 
 @buckets_blp.route("/<string:bucket>", methods=["PUT"])

@@ -174,8 +174,8 @@ def finish(task_id: str, scope: Scope, refs: list[dict[str, str]], sizes: list[t
         basic = a.estimates.get("estimate_basic_attributes")
         for k, face in enumerate(a.faces):
             if options.get("face_warp"):
-                face["sample_id"] = image_store.save_sample("face", scope, a.chips[k], derived_id(task_id, n, "face", k),
-                                                            ttl=SOURCE_TTL_DAYS)
+                face["sample_id"] = image_store.save_sample("face", scope, a.chips[k],
+                                                            derived_id(task_id, n, "face", k), ttl=SOURCE_TTL_DAYS)
             if a.descriptors is not None:
                 vector, version = a.descriptors[k], options["descriptor_version"]
                 face["descriptor"] = base64.b64encode(descriptor_format.pack(vector, version)).decode()
@@ -207,7 +207,8 @@ def _aggregate(task_id: str, scope: Scope, found: list[analysis.Analysis], versi
     result: dict[str, Any] = {"faces": len(merged.picked), "sample_ids": [
         found[n].faces[k]["sample_id"] for n, k in merged.picked if "sample_id" in found[n].faces[k]]}
     if merged.basic_attributes is not None:
-        result["basic_attributes"] = {**analysis.basic_json(merged.basic_attributes), "gender_votes": merged.gender_votes}
+        result["basic_attributes"] = {**analysis.basic_json(merged.basic_attributes),
+                                      "gender_votes": merged.gender_votes}
     if merged.emotions is not None:
         result["emotions"] = analysis.emotions_json(merged.emotions)
     if merged.descriptor is not None:
