@@ -4,11 +4,18 @@ Each pytest-xdist worker gets its own PostgreSQL database (``facegate_test_<work
 by the migrations at session start) and its own Redis database number, so parallel workers never
 see each other's rows or messages. Settings are put in the environment before anything imports
 the Celery configuration, exactly as a deployment would set them.
+
+With ``FACEGATE_TEST_EMBEDDED=1`` the same fixtures give the embedded platform's configuration
+instead (``make test`` runs a set of API suites this way): a SQLite file in the data folder and a
+Redis server of the test process's own, started from the binary that ``facegate redis`` runs, as
+broker, result store, pub/sub and attribute store.
 """
 from __future__ import annotations
 
 import base64
 import os
+import socket
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -21,13 +28,27 @@ SHARED = Path(os.environ.get("FACEGATE_SHARED_DIR", ROOT.parent / "shared"))
 PG_ADMIN_URL = os.environ.get("FACEGATE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST = os.environ.get("FACEGATE_TEST_REDIS", "redis://127.0.0.1:6379")
 
+EMBEDDED = os.environ.get("FACEGATE_TEST_EMBEDDED") == "1"
+
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
 _worker_index = int(_worker[2:]) if _worker[2:].isdigit() else 0
 # The pid keeps concurrent runs on one machine (two developers, a CI run) out of each other's way.
 TEST_DB = f"facegate_test_{_worker}_{os.getpid()}"
-PG_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + TEST_DB
-REDIS_URL = f"{REDIS_HOST}/{1 + _worker_index}"
 DATA_DIR = tempfile.mkdtemp(prefix=f"facegate-test-{_worker}-")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+if EMBEDDED:
+    PG_URL = ""  # the SQLite file in DATA_DIR
+    REDIS_URL = f"redis://127.0.0.1:{_free_port()}/0"
+else:
+    PG_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + TEST_DB
+    REDIS_URL = f"{REDIS_HOST}/{1 + _worker_index}"
 
 os.environ.update({
     "FACEGATE_DATA_DIR": DATA_DIR,
@@ -58,25 +79,47 @@ def _drop_database() -> None:
 
 
 @pytest.fixture(scope="session")
-def database() -> Iterator[str]:
-    """A migrated, empty PostgreSQL database for this test process."""
+def embedded_redis() -> Iterator[str | None]:
+    """In embedded mode, this test process's own Redis server (what ``facegate redis`` runs)."""
+    if not EMBEDDED:
+        yield None
+        return
+    from app import embedded
+
+    server = subprocess.Popen(embedded.redis_server_argv(REDIS_URL, DATA_DIR), stdout=subprocess.DEVNULL)
+    try:
+        assert embedded.wait_for_redis(REDIS_URL, timeout=30), "the embedded Redis did not start"
+        yield REDIS_URL
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+@pytest.fixture(scope="session")
+def database(embedded_redis: str | None) -> Iterator[str]:
+    """A migrated, empty database for this test process: PostgreSQL, or SQLite in embedded mode."""
     from alembic import command
 
+    from app import settings
     from app.cli import _alembic_config
 
-    _recreate_database()
+    if not EMBEDDED:
+        _recreate_database()
+    url = settings.current().effective_database_url
+    assert url.startswith("sqlite") == EMBEDDED, url
     command.upgrade(_alembic_config(), "head")
-    yield PG_URL
+    yield url
     from app.db import dispose_all
     from app.matching import cache as matcher_cache
 
     matcher_cache.reset()  # its follower thread polls this database: stop it before the drop
     dispose_all()
-    _drop_database()
+    if not EMBEDDED:
+        _drop_database()
 
 
 @pytest.fixture(scope="session")
-def redis_client() -> Any:
+def redis_client(embedded_redis: str | None) -> Any:
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
