@@ -1,4 +1,4 @@
-"""/accounts: registration and the caller's own account."""
+"""/accounts (registration and the caller's own account) and /tokens (JWTs with their own permissions)."""
 from __future__ import annotations
 
 import uuid

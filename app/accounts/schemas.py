@@ -1,4 +1,4 @@
-"""TODO"""
+"""Requests and answers of /accounts and /tokens."""
 from __future__ import annotations
 
 from typing import Any

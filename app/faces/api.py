@@ -1,4 +1,4 @@
-"""/faces: faces with descriptors, filters and batches."""
+"""/faces (faces with descriptors, filters and batches) and /lists (lists of faces and their members)."""
 from __future__ import annotations
 
 import uuid

@@ -1,4 +1,4 @@
-"""TODO"""
+"""Requests and answers of /faces and /lists: filters, batches, descriptors, members."""
 from __future__ import annotations
 
 from typing import Any
