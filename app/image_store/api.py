@@ -11,6 +11,8 @@ Conventions (docs/image-store.md, "REST"):
 * ``DELETE <prefix>`` with ``{"<kind>_ids": [...]}`` deletes in bulk and lists what it deleted.
 * ``PUT <prefix>/<id>/ttl`` with ``{"ttl": N}`` gives an existing object a TTL.
 * Another account's id answers 404 everywhere, exactly like a missing one.
+
+/buckets, shared by every account, is an operator's resource (admin and advanced users, Basic auth).
 """
 from __future__ import annotations
 
