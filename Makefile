@@ -31,11 +31,13 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 venv: $(VENV)/.installed
 venv-dev: $(VENV)/.installed-dev
 
+# Redis (embedded, data under var/redis), API, worker, beat and Flower under one supervisor
+# (`facegate run`, the Procfile): a process that dies is restarted, Ctrl-C stops them all.
 run: venv
 	$(BIN)/facegate db upgrade
 	$(BIN)/facegate buckets create
 	@$(BIN)/facegate banner
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start -f Procfile
+	$(BIN)/facegate run
 
 test: venv-dev
 	scripts/services.sh

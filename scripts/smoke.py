@@ -3,13 +3,23 @@
 and that task seen by Flower. Exits non-zero on the first failure.
 
     FACEGATE_URL=http://127.0.0.1:5000 FLOWER_URL=http://127.0.0.1:5555 [FLOWER_AUTH=user:pass] make smoke
+
+With ``--sdk-clients N --duration S`` it then keeps N clients calling ``POST /sdk`` (detection,
+descriptor, basic attributes) for S seconds and fails on any error or any worker that restarted
+meanwhile (its pid, as Flower reports it, changed); the summary is one JSON line:
+
+    .venv/bin/python scripts/smoke.py --sdk-clients 8 --duration 600
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
+import threading
 import time
 import uuid
+from pathlib import Path
 
 import requests
 
@@ -24,7 +34,7 @@ def step(name: str, ok: bool, detail: object = "") -> None:
         sys.exit(1)
 
 
-def main() -> None:
+def main() -> dict[str, str]:
     r = requests.get(f"{API}/healthcheck", timeout=10)
     step("healthcheck", r.status_code == 200, r.text)
     login, password = f"smoke-{uuid.uuid4().hex[:8]}@example.com", "smoke-password"
@@ -32,7 +42,8 @@ def main() -> None:
     step("create account", r.status_code == 201, r.text)
     account_id = r.json()["account_id"]
     r = requests.post(f"{API}/tokens", auth=(login, password), timeout=10,
-                      json={"permissions": {"account": ["view"], "task": ["creation"]}, "description": "smoke"})
+                      json={"permissions": {"account": ["view"], "task": ["creation"], "sdk": ["creation"]},
+                            "description": "smoke"})
     step("create token", r.status_code == 201, r.text)
     headers = {"Authorization": f"Bearer {r.json()['token']}"}
     r = requests.get(f"{API}/accounts/{account_id}", headers=headers, timeout=10)
@@ -49,7 +60,88 @@ def main() -> None:
         time.sleep(1)
     step("Flower shows the task", info is not None and info.get("name") == "system.ping", info)
     print(f"smoke passed against {API} (task {task_id})")
+    return headers
+
+
+def worker_pids() -> dict[str, int]:
+    """{worker hostname: pid} as Flower sees the workers now."""
+    r = requests.get(f"{FLOWER}/api/workers", params={"refresh": "true"}, auth=FLOWER_AUTH, timeout=30)
+    r.raise_for_status()
+    return {name: info.get("stats", {}).get("pid") for name, info in r.json().items()
+            if isinstance(info, dict) and info.get("stats")}
+
+
+def default_image() -> Path | None:
+    shared = Path(os.environ.get("FACEGATE_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+    path = shared / "faces" / "lfw" / "Colin_Powell" / "Colin_Powell_0001.jpg"
+    return path if path.exists() else None
+
+
+def soak(headers: dict[str, str], clients: int, duration: float, image: Path | None) -> bool:
+    if image is not None:
+        body = image.read_bytes()
+    else:  # no test photo at hand: a plain picture still goes through decoding and detection
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (250, 250), (128, 110, 90)).save(buf, "JPEG")
+        body = buf.getvalue()
+    before = worker_pids()
+    step("workers seen by Flower", bool(before), before)
+    params = {"extract_descriptor": 1, "estimate_basic_attributes": 1}
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + duration
+
+    def client() -> None:
+        session = requests.Session()
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                r = session.post(f"{API}/sdk", params=params, data=body, timeout=120,
+                                 headers={**headers, "Content-Type": "image/jpeg"})
+                ok = r.status_code == 200 and "images" in r.json()
+                problem = None if ok else f"{r.status_code} {r.text[:200]}"
+            except (requests.RequestException, ValueError) as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            with lock:
+                if problem is None:
+                    latencies.append(time.monotonic() - started)
+                else:
+                    errors.append(problem)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    began = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - began
+    after = worker_pids()
+    restarted = sorted(name for name, pid in before.items() if after.get(name) != pid)
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1) if latencies else 0.0
+
+    summary = {"clients": clients, "duration_s": round(elapsed, 1), "requests": len(latencies) + len(errors),
+               "errors": len(errors), "first_errors": errors[:5], "req_per_s": round(len(latencies) / elapsed, 2),
+               "p50_ms": pct(0.5), "p95_ms": pct(0.95), "max_ms": pct(1.0),
+               "worker_restarts": restarted, "workers_before": before, "workers_after": after}
+    print(json.dumps(summary))
+    return not errors and not restarted
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sdk-clients", type=int, default=0, help="concurrent /sdk clients after the smoke test")
+    parser.add_argument("--duration", type=float, default=600, help="seconds the /sdk clients run")
+    parser.add_argument("--image", type=Path, default=None, help="JPEG to send (default: a shared LFW photo)")
+    args = parser.parse_args()
+    token_headers = main()
+    if args.sdk_clients > 0:
+        ok = soak(token_headers, args.sdk_clients, args.duration, args.image or default_image())
+        step(f"{args.sdk_clients} clients on /sdk for {args.duration:g} s: no errors, no worker restarts", ok)

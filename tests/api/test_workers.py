@@ -45,6 +45,14 @@ def test_routing_lives_in_celeryconfig():
     assert router.route({}, "system.ping")["queue"].name == "cpu"
     conf = celery.conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
-    assert conf.broker_transport_options["visibility_timeout"] >= 3600
-    assert conf.result_backend_transport_options["visibility_timeout"] == conf.broker_transport_options["visibility_timeout"]
+    # Redis broker: a dead worker's tasks are swept back within a minute; live ones renew a lease.
+    opts = conf.broker_transport_options
+    assert opts["visibility_timeout"] + opts["unacked_restore_interval"] <= 60
+    assert opts["unacked_restore_throttle"] == 1 and opts["health_check_interval"] and opts["socket_keepalive"]
+    import celeryconfig
+
+    assert celeryconfig.LEASE_RENEW_S <= opts["visibility_timeout"] / 3
+    # A worker outlives broker and result backend hiccups instead of exiting.
+    assert conf.broker_connection_retry and conf.broker_connection_max_retries is None
+    assert conf.result_backend_always_retry
     assert conf.worker_send_task_events and conf.task_send_sent_event and conf.task_track_started
