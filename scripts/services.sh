@@ -47,6 +47,14 @@ else
   wait_for $PGPORT && echo "postgresql: started on 127.0.0.1:$PGPORT"
 fi
 
+# RabbitMQ is optional: the RabbitMQ variants of tests/platform/test_redelivery.py run when one
+# answers on 127.0.0.1:5672 (guest/guest) and are skipped otherwise; the platform's broker is Redis.
+if listening 5672; then
+  echo "rabbitmq: using the server on 127.0.0.1:5672 (RabbitMQ redelivery tests run)"
+else
+  echo "rabbitmq: none on 127.0.0.1:5672 (RabbitMQ redelivery tests are skipped)"
+fi
+
 # The suite works in database "test" (and makes its own per-worker databases beside it).
 if ! psql -h 127.0.0.1 -p $PGPORT -U postgres -Atc "select 1 from pg_database where datname='test'" postgres 2>/dev/null | grep -q 1; then
   if command -v psql >/dev/null 2>&1; then
