@@ -39,8 +39,15 @@ run: venv
 	@$(BIN)/facegate banner
 	$(BIN)/facegate run
 
+# These API suites run a second time on the embedded configuration (SQLite, a Redis server of the
+# run's own from the same binary `make run` starts), first; `make test EMBEDDED_SUITES=` skips them.
+EMBEDDED_SUITES ?= tests/api/test_accounts.py tests/api/test_health.py tests/api/test_faces.py tests/api/test_lists.py \
+	tests/api/test_attributes.py tests/api/test_matcher.py tests/api/test_sdk.py tests/api/test_task_writes.py \
+	tests/api/test_workers.py
+
 test: venv-dev
 	scripts/services.sh
+	$(if $(strip $(EMBEDDED_SUITES)),FACEGATE_TEST_EMBEDDED=1 $(BIN)/pytest -n 2 --dist loadgroup $(EMBEDDED_SUITES))
 	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 smoke: venv-dev

@@ -62,7 +62,7 @@ def _fresh_database() -> None:
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGATE_")}
     env.update({"FACEGATE_DATABASE_URL": DB_URL, "FACEGATE_DATA_DIR": _DATA_DIR, "FACEGATE_API_WORKERS": "2",
-                "FACEGATE_LOG_LEVEL": "WARNING", "FACEGATE_BROKER_URL": "filesystem://"})
+                "FACEGATE_LOG_LEVEL": "WARNING", "FACEGATE_REDIS_URL": "redis://127.0.0.1:6379/15"})
     return env
 
 
