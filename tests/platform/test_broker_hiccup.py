@@ -3,7 +3,7 @@ with SIGKILL while the worker runs a task and comes back 6 s later (less than th
 timeout, 15 s here). The worker reconnects by itself,
 the task it was running finishes, stores its result once Redis is back and is acknowledged (not
 redelivered), and the next task runs. (kombu 5.7.0 alone kills the worker there: see
-celeryconfig's lease renewal.)"""
+the lease renewal of tasks/lease.py.)"""
 from __future__ import annotations
 
 import signal
