@@ -3,15 +3,23 @@
 Data: N random unit 128-d float32 descriptors in one list (N = 1,000,000 and 100,000) and 1,000
 random unit queries, k = 10. The index is built as the list cache builds it (``coded=True``: the
 batch path screens with int8 products, then re-scores in float64). Measured in the same run:
-- single-query latency p50/p99 of FlatIndex.search and of the numpy baseline (X @ q + argpartition);
-- 1,000-query batch throughput of FlatIndex.search, faiss IndexFlatIP.search and the numpy
-  baseline (Q @ X.T + argpartition, 100 queries at a time so the score matrix fits in memory);
+- single-query latency p50/p99 of FlatIndex.search and of the numpy baseline (X @ q + argpartition),
+  the two interleaved query by query (ours, numpy, ours, numpy, ...), each query once untimed first;
+- 1,000-query batch time of FlatIndex.search, faiss IndexFlatIP.search and the numpy baseline
+  (Q @ X.T + argpartition, 100 queries at a time so the score matrix fits in memory): every
+  contender gets one untimed warm-up and then the same number of timed runs (``BATCH_RUNS``),
+  interleaved round by round (ours, faiss, numpy, ours, faiss, numpy, ...) so the shared host's
+  drift hits all alike. For each contender the best (minimum, the run least disturbed by other
+  processes) and the median of its runs are reported; ``batch_ratio_vs_*`` (the headline) is
+  best over best, ``batch_ratio_vs_*_median`` median over median. ``*_qps`` are from the best;
 - the bandwidth bound: descriptor bytes (N * 128 * 4) / copy bandwidth of a large np.copyto
   (bytes copied per second; a pure read scan can beat it, a copy also writes);
 - the single/batch crossover of FlatIndex (CODED_SINGLE_QUERY_MAX for this coded index);
-- exactness: FlatIndex ids equal a float64 brute force for a sample of queries.
-The last line is one JSON object (figures for N = 1,000,000). ``--batch-only`` times just the
-1,000-query batch against faiss at N = 1,000,000, three times.
+- exactness: FlatIndex ids equal a float64 brute force for a sample of queries;
+- the list cache load of 1,000,000 descriptors from PostgreSQL (bench/matcher_cache_load.py).
+The last line is one JSON object (figures for N = 1,000,000). ``--batch-only [RUNS]`` times just
+the 1,000-query batch of FlatIndex and faiss at N = 1,000,000, interleaved, RUNS timed runs each
+(default 9), one line per round, then one JSON line with best and median of each.
 """
 from __future__ import annotations
 
@@ -33,6 +41,7 @@ import matcher.index as mi  # noqa: E402
 from matcher.index import FlatIndex  # noqa: E402
 
 K = 10
+BATCH_RUNS = 3  # timed runs of the 1,000-query batch, the same for every contender
 
 
 def unit(n: int, seed: int) -> np.ndarray:
@@ -49,6 +58,27 @@ def timed(fn: Callable[[], object], reps: int) -> np.ndarray:
         fn()
         out.append(time.perf_counter() - t)
     return np.array(out)
+
+
+def interleaved(contenders: dict[str, Callable[[], object]], runs: int,
+                on_round: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, np.ndarray]:
+    """Seconds of ``runs`` timed calls of every contender, taken in turn round by round (a, b, c,
+    a, b, c, ...) after one untimed warm-up call each, so drift of the host's speed hits all alike."""
+    for fn in contenders.values():
+        fn()
+    out: dict[str, list[float]] = {name: [] for name in contenders}
+    for r in range(runs):
+        for name, fn in contenders.items():
+            t = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - t)
+        if on_round is not None:
+            on_round(r, {name: v[-1] for name, v in out.items()})
+    return {name: np.array(v) for name, v in out.items()}
+
+
+def stats(seconds: np.ndarray) -> dict[str, float]:
+    return {"best_s": round(float(seconds.min()), 4), "median_s": round(float(np.median(seconds)), 4)}
 
 
 def copy_bandwidth() -> float:
@@ -115,16 +145,22 @@ def run(n: int, singles: int) -> dict[str, object]:
     index.prepare()
     codes_s = time.perf_counter() - t
 
-    ours_1 = np.array([timed(lambda q=q: index.search(q, K), 1)[0] for q in queries[:singles]]) * 1e3
-    numpy_1 = np.array([timed(lambda q=q: numpy_topk(q, x), 1)[0] for q in queries[:singles]]) * 1e3
+    # Single queries: ours and numpy in turn, query by query (each query once untimed first).
+    singles_s = [interleaved({"ours": lambda q=q: index.search(q, K), "numpy": lambda q=q: numpy_topk(q, x)}, 1)
+                 for q in queries[:singles]]
+    ours_1 = np.array([t["ours"][0] for t in singles_s]) * 1e3
+    numpy_1 = np.array([t["numpy"][0] for t in singles_s]) * 1e3
 
     flat = faiss.IndexFlatIP(128)
     flat.add(x)
-    # Best of several runs: the machine is shared, and the minimum is the figure least disturbed
-    # by other processes, for every contender alike.
-    ours_b = timed(lambda: index.search(queries, K), 3).min()
-    faiss_b = timed(lambda: flat.search(queries, K), 2).min()
-    numpy_b = timed(lambda: [numpy_topk(queries[a:a + 100], x) for a in range(0, 1000, 100)], 2).min()
+    # The same number of timed runs for every contender, interleaved; best and median of each.
+    batch = interleaved({
+        "ours": lambda: index.search(queries, K),
+        "faiss": lambda: flat.search(queries, K),
+        "numpy": lambda: [numpy_topk(queries[a:a + 100], x) for a in range(0, 1000, 100)],
+    }, BATCH_RUNS)
+    ours_b, faiss_b, numpy_b = (float(batch[name].min()) for name in ("ours", "faiss", "numpy"))
+    ours_m, faiss_m, numpy_m = (float(np.median(batch[name])) for name in ("ours", "faiss", "numpy"))
 
     sample = queries[:20]
     ids = index.search(sample, K)[1]
@@ -137,9 +173,13 @@ def run(n: int, singles: int) -> dict[str, object]:
         "single_p99_ms": round(float(np.percentile(ours_1, 99)), 2),
         "numpy_single_p50_ms": round(float(np.percentile(numpy_1, 50)), 2),
         "numpy_single_p99_ms": round(float(np.percentile(numpy_1, 99)), 2),
+        "batch_runs": BATCH_RUNS,
+        "batch_ours": stats(batch["ours"]), "batch_faiss": stats(batch["faiss"]), "batch_numpy": stats(batch["numpy"]),
         "batch_qps": round(1000 / ours_b, 1), "faiss_qps": round(1000 / faiss_b, 1),
         "numpy_qps": round(1000 / numpy_b, 1),
         "batch_ratio_vs_faiss": round(faiss_b / ours_b, 3), "batch_ratio_vs_numpy": round(numpy_b / ours_b, 3),
+        "batch_ratio_vs_faiss_median": round(faiss_m / ours_m, 3),
+        "batch_ratio_vs_numpy_median": round(numpy_m / ours_m, 3),
         "exact_vs_float64": exact,
         "faiss_ids_agree": faiss_ids == [list(r) for r in ids],
         "numpy_ids_agree": numpy_ids == [list(r) for r in ids],
@@ -149,7 +189,8 @@ def run(n: int, singles: int) -> dict[str, object]:
 
 def batch_only(n: int, runs: int) -> None:
     """``--batch-only``: just the 1,000-query batch of FlatIndex against faiss IndexFlatIP, ``runs``
-    times in one process (for iterating on the batch path; the full bench stays the reference)."""
+    timed runs each, interleaved (for iterating on the batch path; the full bench stays the
+    reference). One line per round, then one JSON line with best and median of each."""
     x, queries = unit(n, 1), unit(1000, 2)
     index = FlatIndex(128, "l2", capacity=n, coded=True)
     index.add(np.arange(n).tolist(), x)
@@ -157,17 +198,28 @@ def batch_only(n: int, runs: int) -> None:
     flat = faiss.IndexFlatIP(128)
     flat.add(x)
     exact = [list(r) for r in index.search(queries[:20], K)[1]] == brute_force_ids(x, queries[:20])
-    for _ in range(runs):
-        ours_b = timed(lambda: index.search(queries, K), 3).min()
-        faiss_b = timed(lambda: flat.search(queries, K), 2).min()
-        print(json.dumps({"n": n, "batch_s": round(ours_b, 3), "faiss_s": round(faiss_b, 3),
-                          "batch_ratio_vs_faiss": round(faiss_b / ours_b, 3), "exact_vs_float64": exact,
-                          "load": os.getloadavg()[0]}))
+
+    def report(r: int, last: dict[str, float]) -> None:
+        print(json.dumps({"round": r + 1, "batch_s": round(last["ours"], 3), "faiss_s": round(last["faiss"], 3),
+                          "ratio_vs_faiss": round(last["faiss"] / last["ours"], 3),
+                          "load": os.getloadavg()[0]}), file=sys.stderr, flush=True)
+
+    t = interleaved({"ours": lambda: index.search(queries, K), "faiss": lambda: flat.search(queries, K)},
+                    runs, report)
+    ours, faiss_s = t["ours"], t["faiss"]
+    print(json.dumps({"bench": "matcher_batch", "n": n, "runs": runs,
+                      "batch_best_s": round(float(ours.min()), 3), "batch_median_s": round(float(np.median(ours)), 3),
+                      "faiss_best_s": round(float(faiss_s.min()), 3),
+                      "faiss_median_s": round(float(np.median(faiss_s)), 3),
+                      "batch_ratio_vs_faiss": round(float(faiss_s.min() / ours.min()), 3),
+                      "batch_ratio_vs_faiss_median": round(float(np.median(faiss_s) / np.median(ours)), 3),
+                      "exact_vs_float64": exact, "load": os.getloadavg()[0]}))
 
 
 def main() -> None:
     if "--batch-only" in sys.argv:
-        batch_only(1_000_000, 3)
+        rest = sys.argv[sys.argv.index("--batch-only") + 1:]
+        batch_only(1_000_000, int(rest[0]) if rest else 9)
         return
     # The best copy bandwidth seen, before and after the runs, gives the strictest bound.
     bandwidth = copy_bandwidth()
@@ -188,6 +240,9 @@ def main() -> None:
                       "single_ratio_to_bound": big["single_ratio_to_bound"],
                       "batch_ratio_vs_faiss": big["batch_ratio_vs_faiss"],
                       "batch_ratio_vs_numpy": big["batch_ratio_vs_numpy"],
+                      "batch_ratio_vs_faiss_median": big["batch_ratio_vs_faiss_median"],
+                      "batch_ratio_vs_numpy_median": big["batch_ratio_vs_numpy_median"],
+                      "batch_runs": BATCH_RUNS,
                       "cache_load_s": measure_cache_load(1_000_000)}))
 
 

@@ -1,8 +1,10 @@
 """Matcher list cache: loading N descriptors from PostgreSQL (target: 1,000,000 in under 20 s).
 
 Set-up (not timed): a scratch database ``facegate_bench_cache_load`` migrated to head, then one
-account, one list and N faces with a random unit 128-d descriptor each, all attached to the list,
-written with binary COPY.
+account, one list and N faces with a random unit descriptor each, all attached to the list,
+written with binary COPY. The descriptors carry the version a matcher worker loads by default
+(setting ``face_descriptor_version``, default ``inference.descriptor_format.DESCRIPTOR_VERSION``)
+and that version's length, so the bench follows the default when it changes.
 
 Timed, in the same run:
 - ``cache_load_s``: what a matcher worker does at start, ``CacheFollower.load()`` (feed head, the
@@ -31,7 +33,6 @@ import numpy as np  # noqa: E402
 PG_ADMIN_URL = os.environ.get("PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 DB_NAME = "facegate_bench_cache_load"
 DB_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + DB_NAME
-DIM = 128
 
 
 def _admin(sql: str) -> None:
@@ -53,12 +54,24 @@ def _time_ordered_ids(n: int, rng: np.random.Generator) -> list[uuid.UUID]:
     return sorted(uuid.UUID(bytes=row.tobytes()) for row in raw)
 
 
-def populate(n: int, seed: int = 0) -> tuple[str, list[uuid.UUID], np.ndarray]:
-    """Fill the scratch database with n faces in one list; returns (list id, face ids, descriptors)."""
+def default_version() -> int:
+    """The descriptor version ``CacheFollower()`` loads: the ``face_descriptor_version`` setting."""
+    from app import settings
+
+    return settings.current().face_descriptor_version
+
+
+def populate(n: int, seed: int = 0, version: int | None = None) -> tuple[str, list[uuid.UUID], np.ndarray]:
+    """Fill the scratch database with n faces in one list, each with one descriptor of ``version``
+    (default: the version the matcher cache loads); returns (list id, face ids, descriptors)."""
     import psycopg
 
+    from inference import descriptor_format
+
+    version = int(version or default_version())
+    dim = descriptor_format.DESCRIPTOR_LENGTHS[version]
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, DIM)).astype("<f4")
+    x = rng.standard_normal((n, dim)).astype("<f4")
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     face_ids = _time_ordered_ids(n, rng)
     account_id, list_id = uuid.uuid4(), uuid.uuid4()
@@ -73,7 +86,7 @@ def populate(n: int, seed: int = 0) -> tuple[str, list[uuid.UUID], np.ndarray]:
         with cur.copy("COPY face_descriptor (face_id, version, descriptor) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(["uuid", "int4", "bytea"])
             for face_id, row in zip(face_ids, x):
-                copy.write_row((face_id, 101, row.tobytes()))
+                copy.write_row((face_id, version, row.tobytes()))
         with cur.copy("COPY list_face (list_id, face_id) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(["uuid", "uuid"])
             for face_id in face_ids:
@@ -109,14 +122,17 @@ def measure(n: int) -> dict[str, float | int]:
     _admin(f'CREATE DATABASE "{DB_NAME}"')
     try:
         command.upgrade(_alembic_config(), "head")
+        version = default_version()
         started = time.perf_counter()
-        list_id, face_ids, x = populate(n)
-        print(f"set-up: {n} faces copied in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        list_id, face_ids, x = populate(n, version=version)
+        print(f"set-up: {n} faces (descriptor version {version}) copied in {time.perf_counter() - started:.1f} s",
+              file=sys.stderr)
 
-        from app.services.matcher_cache import CacheFollower
+        from app.matching.cache import CacheFollower
 
         fetch_s = baseline_fetch()
-        follower = CacheFollower()
+        follower = CacheFollower()  # the default version, as a matcher worker starts
+        assert follower.version == version, (follower.version, version)
         load_s = follower.load()
         assert follower.cache.ready and follower.cache.size(list_id) == n, follower.status()
         probe = [0, n // 2, n - 1]
@@ -127,7 +143,7 @@ def measure(n: int) -> dict[str, float | int]:
         db.dispose_all()
     finally:
         _admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-    return {"n": n, "cache_load_s": round(load_s, 3), "baseline_fetch_s": round(fetch_s, 3),
+    return {"n": n, "descriptor_version": version, "cache_load_s": round(load_s, 3), "baseline_fetch_s": round(fetch_s, 3),
             "ratio_to_baseline": round(load_s / fetch_s, 2)}
 
 
