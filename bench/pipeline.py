@@ -20,11 +20,11 @@ Figures (keys of the last line, a JSON object; every rate is images per second):
      extra ``--batches`` (1, 8), the extras measured once per round after that round's pair;
      reported only, they do not feed the ratio.
    Models are loaded and kernels warmed (one untimed run of each side) before round 1.
-2. Through the API and a worker: the Flask app in this process driven by its test client (auth,
-   validation, image store, Celery round trip are real; no HTTP socket) and a real ``celery -A
-   tasks worker --pool threads --concurrency 8 --queues gpu`` subprocess on the Redis ``--redis``
-   (``REDIS``, default 127.0.0.1:6379 db 15, flushed first; broker, results and ``redis_url``),
-   with SQLite and the local image store in a temporary data_dir.
+2. Through the embedded platform, as ``make run`` starts it: its Redis (the ``redis-server`` of
+   ``facegate redis``, on a free port; broker, results, pub/sub, temporary attributes), ``facegate
+   api`` (gunicorn) on a free port, SQLite and the local image store in a temporary data_dir, and
+   a ``celery -A tasks worker --pool threads --concurrency 8 --queues gpu`` subprocess; clients
+   are threads of this process calling the API over HTTP (each with its own connection).
    - ``sdk_p50_ms`` / ``sdk_p90_ms``: latency of one 250x250 LFW image through ``POST
      /sdk?extract_descriptor=1`` (detect, landmarks, warp stored as a sample, descriptor,
      temporary attribute), one client, warm, over ``--requests`` (30) calls, on the batcher-on
@@ -45,7 +45,7 @@ Figures (keys of the last line, a JSON object; every rate is images per second):
      could do for 8 clients of one image each (they never have more than 8 images in flight).
    - ``sdk_ratio_vs_pipeline``: ``sdk_images_per_s_batch{B}_clients8`` / ``raw_images_per_s_sdk_images``:
      the share of the raw pipeline's rate that /sdk keeps with 8 concurrent clients (goal >= 0.8).
-     The /sdk side also pays what the raw side does not: HTTP handling (in this process, on the
+     The /sdk side also pays what the raw side does not: the clients and HTTP handling (on the
      same cores), image store put/get/delete, decoding, Celery and Redis, samples and temporary
      attributes; and 8 clients of one image each never make batches above 8.
    - ``sdk_mean_batch_images_clients8``: the worker batcher's mean batch (images) during the
@@ -58,7 +58,7 @@ Figures (keys of the last line, a JSON object; every rate is images per second):
    has run once.
 
     .venv/bin/python bench/pipeline.py [--images 200] [--batch 32] [--batches 1,8] [--rounds 5]
-                                       [--requests 30] [--sdk-passes 2] [--redis redis://127.0.0.1:6379/15]
+                                       [--requests 30] [--sdk-passes 2]
 
 Last line: {"bench": "pipeline", "images_per_s": ..., "ratio_vs_dlib": ..., "sdk_p50_ms": ...,
 "worker_rss_mb": ..., "sdk_ratio_vs_pipeline": ..., ...}
@@ -69,6 +69,7 @@ import argparse
 import csv
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -77,6 +78,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+import requests
 
 # torch's OpenMP threads spin while they wait for work; on a CPU shared with other busy processes
 # (this 2-core machine under a load average of 8-13) that spinning cost 3-5 s per image instead
@@ -87,9 +90,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("FACEGATE_SHARED_DIR", ROOT.parent / "shared"))
 FACES = SHARED / "faces"
-# The one Redis the API/worker part uses (broker, results, redis_url); db 15 is flushed first.
-# Switch it with --redis (e.g. to the embedded server that `facegate redis` starts).
-REDIS = "redis://127.0.0.1:6379/15"
 SDK_IMAGES = 48  # images sent through /sdk per throughput run
 PORTRAIT = FACES / "lfw" / "Colin_Powell" / "Colin_Powell_0001.jpg"
 ALL_ESTIMATIONS = {name: 1 for name in (
@@ -133,15 +133,6 @@ def decode_and_process(datas: list[bytes], batch: int) -> float:
     return len(datas) / (time.perf_counter() - start)
 
 
-def image_store_module() -> Any:
-    """app's image store service (its import path moved when app/ was regrouped by area)."""
-    try:
-        from app.image_store import service
-    except ImportError:
-        from app.services import image_store as service  # type: ignore[no-redef]
-    return service
-
-
 def dlib_baseline() -> Callable[[list[Any]], tuple[float, int]]:
     """dlib's pipeline with its models loaded, as a function of the images: (images/s, faces)."""
     import dlib
@@ -164,124 +155,155 @@ def dlib_baseline() -> Callable[[list[Any]], tuple[float, int]]:
     return run
 
 
-# ---- 2-4. through the API and a worker ------------------------------------------------------
-class Worker:
-    def __init__(self, env: dict[str, str], batch_max: int) -> None:
+# ---- 2-3. through the embedded platform ---------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Platform:
+    """The embedded platform's processes for the bench: Redis, the API (gunicorn) and a gpu worker."""
+
+    def __init__(self) -> None:
+        from app import embedded
+
+        data_dir = tempfile.mkdtemp(prefix="facegate-bench-pipeline-")
+        self.redis_url = f"redis://127.0.0.1:{_free_port()}/0"
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("FACEGATE_")},
+                    "FACEGATE_DATA_DIR": data_dir, "FACEGATE_REDIS_URL": self.redis_url,
+                    "FACEGATE_API_PORT": self.url.rsplit(":", 1)[1], "FACEGATE_LOG_LEVEL": "WARNING",
+                    "FACEGATE_WORKER_WAIT_TIMEOUT_S": "120"}
+        self.procs = [subprocess.Popen(embedded.redis_server_argv(self.redis_url, data_dir),
+                                       stdout=subprocess.DEVNULL)]
+        if not embedded.wait_for_redis(self.redis_url, timeout=30):
+            raise RuntimeError("the embedded Redis did not start")
+        facegate = str(Path(sys.executable).parent / "facegate")
+        for step in (["db", "upgrade"], ["buckets", "create"]):
+            subprocess.run([facegate, *step], env=self.env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        self.procs.append(subprocess.Popen([facegate, "api"], env=self.env, cwd=ROOT,
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{self.url}/version", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the API did not start")
+            time.sleep(0.2)
+        self.auth = ("bench@example.com", "bench password")
+        r = requests.post(f"{self.url}/accounts", json={"login": self.auth[0], "password": self.auth[1]}, timeout=30)
+        r.raise_for_status()
+        self.worker: subprocess.Popen | None = None
+
+    def start_worker(self, batch_max: int) -> None:
+        self.stop_worker()
         cmd = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool", "threads", "--concurrency", "8",
                "--queues", "gpu", "--hostname", f"bench-{batch_max}@%h", "--loglevel", "WARNING"]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**env, "FACEGATE_INFERENCE_BATCH_MAX": str(batch_max)},
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.worker = subprocess.Popen(cmd, cwd=ROOT, env={**self.env, "FACEGATE_INFERENCE_BATCH_MAX": str(batch_max)},
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+    def worker_rss_mb(self) -> float:
+        assert self.worker is not None
+        for line in Path(f"/proc/{self.worker.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         raise RuntimeError("no VmRSS")
 
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            _stop(self.worker)
+            self.worker = None
+
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        self.stop_worker()
+        for proc in reversed(self.procs):
+            _stop(proc)
+
+    def sdk(self, session: requests.Session, data: bytes, **query: Any) -> float:
+        start = time.perf_counter()
+        r = session.post(f"{self.url}/sdk", data=data, headers={"Content-Type": "image/jpeg"}, params=query,
+                         auth=self.auth, timeout=180)
+        elapsed = time.perf_counter() - start
+        if r.status_code != 200:
+            raise RuntimeError(f"/sdk answered {r.status_code}: {r.text[:300]}")
+        return elapsed
+
+    def throughput(self, datas: list[bytes], clients: int) -> float:
+        """Images/s when ``clients`` threads send the images one per request, all at once."""
+        chunks = [datas[i::clients] for i in range(clients)]
+
+        def send(chunk: list[bytes]) -> None:
+            with requests.Session() as session:
+                for data in chunk:
+                    self.sdk(session, data, extract_descriptor=1)
+
+        threads = [threading.Thread(target=send, args=(c,)) for c in chunks]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return len(datas) / (time.perf_counter() - start)
+
+    def batching(self) -> tuple[int, float]:
+        """(batches in the worker's window of the last 100, total images in them)."""
+        state = requests.get(f"{self.url}/sdk/estimators", auth=self.auth, timeout=60).json()["batching"]
+        return state["recent_batches"], state["recent_batches"] * (state["recent_mean_images"] or 0.0)
 
 
-def sdk_call(client: Any, auth: dict[str, str], data: bytes, **query: Any) -> float:
-    start = time.perf_counter()
-    r = client.post("/sdk", data=data, content_type="image/jpeg", headers=auth, query_string=query)
-    elapsed = time.perf_counter() - start
-    if r.status_code != 200:
-        raise RuntimeError(f"/sdk answered {r.status_code}: {r.json}")
-    return elapsed
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
-def throughput(app: Any, auth: dict[str, str], datas: list[bytes], clients: int) -> float:
-    """Images/s when ``clients`` threads send the images one per request, all at once."""
-    chunks = [datas[i::clients] for i in range(clients)]
-
-    def send(chunk: list[bytes]) -> None:
-        client = app.test_client()
-        for data in chunk:
-            sdk_call(client, auth, data, extract_descriptor=1)
-
-    threads = [threading.Thread(target=send, args=(c,)) for c in chunks]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return len(datas) / (time.perf_counter() - start)
-
-
-def api_figures(paths: list[Path], requests: int, batch: int, redis_url: str, sdk_passes: int) -> dict[str, Any]:
-    data_dir = tempfile.mkdtemp(prefix="facegate-bench-pipeline-")
-    # redis_url is the platform's one Redis; broker_url and result_backend name it too for trees
-    # that still read those (unknown FACEGATE_* variables are ignored).
-    env = {**os.environ, "FACEGATE_DATA_DIR": data_dir, "FACEGATE_DATABASE_URL": "",
-           "FACEGATE_REDIS_URL": redis_url, "FACEGATE_BROKER_URL": redis_url, "FACEGATE_RESULT_BACKEND": redis_url,
-           "FACEGATE_LOG_LEVEL": "WARNING", "FACEGATE_WORKER_WAIT_TIMEOUT_S": "120"}
-    env.pop("FACEGATE_CONFIG", None)
-    os.environ.update({k: v for k, v in env.items() if k.startswith("FACEGATE_")})
-    import redis
-    from alembic import command
-
-    from app import create_app
-    from app.cli import _alembic_config
+def api_figures(paths: list[Path], requests_: int, batch: int, sdk_passes: int) -> dict[str, Any]:
     from inference.images import decode_image
 
-    image_store = image_store_module()
-    redis.Redis.from_url(redis_url).flushdb()
-    command.upgrade(_alembic_config(), "head")
-    image_store.create_platform_buckets()
-    app = create_app()
-    client = app.test_client()
-    r = client.post("/accounts", json={"login": "bench@example.com", "password": "bench password"})
-    assert r.status_code == 201, r.json
-    import base64
-
-    auth = {"Authorization": "Basic " + base64.b64encode(b"bench@example.com:bench password").decode()}
     portrait = PORTRAIT.read_bytes()
     datas = [p.read_bytes() for p in paths[:: max(1, len(paths) // SDK_IMAGES)][:SDK_IMAGES]]
     decoded = [decode_image(d) for d in datas]
     figures: dict[str, Any] = {}
-
-    def batching() -> tuple[int, float]:
-        """(batches in the worker's window of the last 100, total images in them)."""
-        state = client.get("/sdk/estimators", headers=auth).json["batching"]
-        return state["recent_batches"], state["recent_batches"] * (state["recent_mean_images"] or 0.0)
-
-    for batch_max in (batch, 1):
-        worker = Worker(env, batch_max)
-        try:
-            sdk_call(client, auth, portrait, **ALL_ESTIMATIONS)  # loads every default model
+    platform = Platform()
+    try:
+        session = requests.Session()
+        for batch_max in (batch, 1):
+            platform.start_worker(batch_max)
+            platform.sdk(session, portrait, **ALL_ESTIMATIONS)  # loads every default model
             for _ in range(3):
-                sdk_call(client, auth, portrait, extract_descriptor=1)
+                platform.sdk(session, portrait, extract_descriptor=1)
             if batch_max == batch:
-                figures["worker_rss_mb"] = round(worker.rss_mb(), 1)
+                figures["worker_rss_mb"] = round(platform.worker_rss_mb(), 1)
                 # The raw pipeline on the same images at the worker's batch size, right before the
                 # 8-client run (the worker idles meanwhile): the denominator of sdk_ratio_vs_pipeline.
                 ours(decoded, batch)
                 figures["raw_images_per_s_sdk_images"] = round(max(ours(decoded, batch)[0] for _ in range(2)), 2)
                 figures["raw_images_per_s_sdk_images_batch1"] = round(ours(decoded, 1)[0], 2)
                 figures["sdk_ceiling_images_per_s_clients8"] = round(decode_and_process(datas, min(8, batch)), 2)
-                before = batching()
+                before = platform.batching()
                 figures[f"sdk_images_per_s_batch{batch_max}_clients8"] = round(
-                    throughput(app, auth, datas * sdk_passes, 8), 2)
-                after = batching()
+                    platform.throughput(datas * sdk_passes, 8), 2)
+                after = platform.batching()
                 figures["mean_batch_images_last_100"] = round(after[1] / max(1, after[0]), 2)
                 if after[0] < 100:  # the window still holds every batch of the run: its own mean
                     figures["sdk_mean_batch_images_clients8"] = round(
                         (after[1] - before[1]) / max(1, after[0] - before[0]), 2)
-                times = [sdk_call(client, auth, portrait, extract_descriptor=1) for _ in range(requests)]
+                times = [platform.sdk(session, portrait, extract_descriptor=1) for _ in range(requests_)]
                 figures["sdk_p50_ms"] = round(statistics.median(times) * 1000, 1)
                 figures["sdk_p90_ms"] = round(sorted(times)[int(0.9 * len(times))] * 1000, 1)
-                figures[f"sdk_images_per_s_batch{batch_max}_clients1"] = round(throughput(app, auth, datas, 1), 2)
+                figures[f"sdk_images_per_s_batch{batch_max}_clients1"] = round(platform.throughput(datas, 1), 2)
             else:
                 for clients in (1, 8):
                     figures[f"sdk_images_per_s_batch{batch_max}_clients{clients}"] = round(
-                        throughput(app, auth, datas * (sdk_passes if clients == 8 else 1), clients), 2)
-        finally:
-            worker.stop()
+                        platform.throughput(datas * (sdk_passes if clients == 8 else 1), clients), 2)
+    finally:
+        platform.stop()
     figures["sdk_ratio_vs_pipeline"] = round(
         figures[f"sdk_images_per_s_batch{batch}_clients8"] / figures["raw_images_per_s_sdk_images"], 3)
     return figures
@@ -297,7 +319,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sdk-passes", type=int, default=2,
                         help="times the 8-client /sdk runs send the /sdk images (1-client runs send them once)")
-    parser.add_argument("--redis", default=REDIS, help="Redis URL of the API/worker part (its db is flushed)")
     args = parser.parse_args()
 
     from inference import registry
@@ -338,7 +359,7 @@ def main() -> None:
     print(f"median over {args.rounds} rounds: ours (batch {args.batch}) {rate:.2f} images/s, dlib {dlib_rate:.2f}, "
           f"ratio {ratio:.2f}x", flush=True)
 
-    figures = api_figures(paths, args.requests, args.batch, args.redis, args.sdk_passes)
+    figures = api_figures(paths, args.requests, args.batch, args.sdk_passes)
     for name, value in figures.items():
         print(f"{name}: {value}", flush=True)
     print(f"{load_load()} at end", flush=True)
