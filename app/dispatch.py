@@ -34,7 +34,8 @@ from app.observability import request_id_var
 log = logging.getLogger(__name__)
 
 celery = Celery("facegate")
-celery.config_from_object("celeryconfig")
+# Read now, not on first use: the configuration of a process is what its settings were at start.
+celery.config_from_object("celeryconfig", force=True)
 
 # The caller's Luna-Request-Id travels in the message headers, so the worker's log lines for a
 # request carry the id its API log lines carry (tasks/ sets it before each task runs).
