@@ -5,7 +5,7 @@ import uuid
 from typing import Any
 
 from app.auth import current_principal, require
-from app.blueprint import Blueprint
+from app.blueprint import Blueprint, filtered_page
 from app.db import session_scope
 from app.faces import lists, service
 from app.faces.models import Face, FaceList
@@ -34,7 +34,6 @@ from app.faces.schemas import (
     ListPatchSchema,
     ListSchema,
 )
-from app.pagination import page_answer
 from app.scope import Scope, get_or_404
 
 faces_blp = Blueprint("faces", __name__, url_prefix="/faces", description="Faces")
@@ -70,10 +69,7 @@ def create_faces(body: dict[str, Any]) -> dict[str, Any]:
 @require("face", "view")
 def list_faces(args: dict[str, Any]) -> dict[str, Any]:
     """Faces in creation order (`face_id` order), filtered."""
-    page, page_size = args.pop("page"), args.pop("page_size")
-    scope = _read_scope(args)
-    with session_scope() as session:
-        return page_answer("faces", service.list_faces(session, scope, args, page, page_size), page, page_size)
+    return filtered_page("faces", args, service.list_faces)
 
 
 @faces_blp.route("/count", methods=["GET"])
@@ -164,10 +160,7 @@ def create_list(body: dict[str, Any]) -> dict[str, Any]:
 @require("list", "view")
 def list_lists(args: dict[str, Any]) -> dict[str, Any]:
     """Lists in creation order, filtered; each with its `faces_count`. Members: `GET /faces?list_id=`."""
-    page, page_size = args.pop("page"), args.pop("page_size")
-    scope = _read_scope(args)
-    with session_scope() as session:
-        return page_answer("lists", lists.list_lists(session, scope, args, page, page_size), page, page_size)
+    return filtered_page("lists", args, lists.list_lists)
 
 
 @lists_blp.route("/count", methods=["GET"])

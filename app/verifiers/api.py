@@ -6,10 +6,9 @@ from typing import Any
 
 from app import dispatch
 from app.auth import current_principal, require
-from app.blueprint import Blueprint
+from app.blueprint import Blueprint, filtered_page
 from app.db import session_scope
 from app.matching.api import check_reference_permissions, inline
-from app.pagination import page_answer
 from app.scope import get_or_404
 from app.verifiers import service
 from app.verifiers.models import Verifier
@@ -41,10 +40,7 @@ def create_verifier(body: dict[str, Any]) -> dict[str, Any]:
 @blp.response(200, VerifierListSchema)
 @require("verifier", "view")
 def list_verifiers(args: dict[str, Any]) -> dict[str, Any]:
-    page, page_size = args.pop("page"), args.pop("page_size")
-    scope = current_principal().read_scope(args.pop("account_id", None))
-    with session_scope() as session:
-        return page_answer("verifiers", service.list_verifiers(session, scope, args, page, page_size), page, page_size)
+    return filtered_page("verifiers", args, service.list_verifiers)
 
 
 @blp.route("/<uuid:verifier_id>", methods=["GET"])
