@@ -136,10 +136,23 @@ def banner() -> None:
     click.echo(f"facegate {'-' * 50}\n"
                f"  API      {api_url}\n"
                f"  docs     {api_url}/docs   (OpenAPI: {api_url}/openapi.json)\n"
-               f"  Flower   http://{s.api_host}:{s.flower_port}\n"
+               f"  Flower   http://{s.api_host}:{s.flower_port}   {_flower_login(s)}\n"
                f"  data     {s.data_dir}  (database {settings.current().effective_database_url.split('@')[-1]})\n"
                f"  Redis    {_redis_shown(s.redis_url)}  (broker {_redis_shown(s.effective_broker_url)})\n"
                f"  Ctrl-C stops every process.\n{'-' * 59}")
+
+
+def _flower_login(s: settings.Settings) -> str:
+    """Who may log in to Flower, as the banner shows it."""
+    if s.flower_basic_auth:
+        return f"(user {s.flower_basic_auth.split(':', 1)[0]}, password from flower_basic_auth)"
+    from app import embedded
+
+    try:
+        user, _, password = embedded.flower_credentials(s.data_dir).partition(":")
+    except (embedded.EmbeddedError, OSError) as exc:
+        return f"(credentials unavailable: {exc})"
+    return f"(user {user}, password {password}; in {embedded.flower_auth_path(s.data_dir)})"
 
 
 def _redis_shown(url: str) -> str:
@@ -184,18 +197,30 @@ def run(procfile: str, grace: float) -> None:
 
 @main.command()
 def flower() -> None:
-    """Run Flower on flower_port; its API is open only when no flower_basic_auth is set."""
+    """Run Flower on flower_port, always behind credentials and read-only.
+
+    Credentials: flower_basic_auth, or (when it is empty) ``admin:<random>`` generated once into
+    ``<data_dir>/flower.auth`` (mode 0600; `facegate banner` prints them). They reach Flower through
+    its environment, not its command line, so other local users cannot read them from ``ps``.
+    ``--read_only`` closes every route that runs, aborts or revokes a task or controls a worker;
+    with credentials set Flower sends no CORS headers and refuses cross-site POSTs."""
     import os
 
+    from app import embedded
+
     s = settings.current()
-    args = ["celery", "-A", "tasks", "flower", f"--address={s.api_host}", f"--port={s.flower_port}"]
-    env = dict(os.environ)
-    if s.flower_basic_auth:
-        args.append(f"--basic-auth={s.flower_basic_auth}")
-    else:
-        # Flower refuses its API to anonymous callers unless told; acceptable for the embedded
-        # platform on loopback, production sets flower_basic_auth.
-        env["FLOWER_UNAUTHENTICATED_API"] = "true"
+    try:
+        credentials = s.flower_basic_auth or embedded.flower_credentials(s.data_dir)
+    except (embedded.EmbeddedError, OSError) as exc:
+        raise click.ClickException(f"Flower credentials: {exc}") from exc
+    celery = Path(sys.executable).parent / "celery"  # the venv's, even when it is not on PATH
+    args = [str(celery) if celery.exists() else "celery", "-A", "tasks", "flower",
+            f"--address={s.api_host}", f"--port={s.flower_port}",
+            "--read_only=true"]
+    env = {k: v for k, v in os.environ.items()
+           # never open Flower's API to anonymous callers (it would also answer CORS with *)
+           if k not in ("FLOWER_UNAUTHENTICATED_API", "FLOWER_READ_ONLY", "FLOWER_BASIC_AUTH")}
+    env["FLOWER_BASIC_AUTH"] = credentials
     os.execvpe(args[0], args, env)
 
 

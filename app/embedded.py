@@ -460,3 +460,45 @@ def run_platform(procfile: str | os.PathLike[str], *, grace_s: float = 10.0, out
     for message in messages:
         supervisor.log(message)
     return supervisor.run()
+
+
+# --- Flower credentials ------------------------------------------------------------------------
+
+FLOWER_AUTH_FILE = "flower.auth"
+FLOWER_USER = "admin"
+
+
+def flower_auth_path(data_dir: str | os.PathLike[str]) -> Path:
+    return Path(data_dir) / FLOWER_AUTH_FILE
+
+
+def flower_credentials(data_dir: str | os.PathLike[str]) -> str:
+    """``user:password`` for Flower when ``flower_basic_auth`` is empty: read from
+    ``<data_dir>/flower.auth``, or generated once into it (user ``admin``, a random password,
+    mode 0600). Safe when several processes (Flower, the banner) race to create it: the file
+    appears complete or not at all (written aside, then hard-linked into place)."""
+    import secrets
+    import tempfile
+
+    path = flower_auth_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(prefix=".flower.auth.", dir=path.parent)  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{FLOWER_USER}:{secrets.token_urlsafe(18)}\n")
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+        finally:
+            os.unlink(tmp)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # credentials readable only by their owner
+    value = path.read_text().strip()
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise EmbeddedError(f"{path} must hold one line user:password; delete it to generate a new one")
+    return value

@@ -59,8 +59,8 @@ SETTINGS: list[Setting] = [
     Setting("api_port", int, 5000, "port the API listens on"),
     Setting("api_workers", int, 2, "gunicorn worker processes of the API"),
     Setting("flower_port", int, 5555, "port Flower listens on"),
-    Setting("flower_basic_auth", str, "", "user:password for Flower (empty: Flower's API is open, "
-            "only acceptable on loopback)", secret=True),
+    Setting("flower_basic_auth", str, "", "user:password for Flower (empty: admin and a random password, "
+            "generated once into data_dir/flower.auth)", secret=True),
     Setting("log_level", str, "INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Setting("data_dir", str, str(ROOT / "var"), "folder for embedded-mode state (SQLite file, the "
             "embedded Redis server's data, image store)"),

@@ -4,6 +4,9 @@ and that task seen by Flower. Exits non-zero on the first failure.
 
     FACEGATE_URL=http://127.0.0.1:5000 FLOWER_URL=http://127.0.0.1:5555 [FLOWER_AUTH=user:pass] make smoke
 
+Flower always asks for credentials: FLOWER_AUTH, else the ones `make run` generated into
+``<data_dir>/flower.auth`` (FACEGATE_DATA_DIR, default ``var/``).
+
 With ``--sdk-clients N --duration S`` it then keeps N clients calling ``POST /sdk`` (detection,
 descriptor, basic attributes) for S seconds and fails on any error or any worker that restarted
 meanwhile (its pid, as Flower reports it, changed); the summary is one JSON line:
@@ -25,7 +28,23 @@ import requests
 
 API = os.environ.get("FACEGATE_URL", "http://127.0.0.1:5000").rstrip("/")
 FLOWER = os.environ.get("FLOWER_URL", "http://127.0.0.1:5555").rstrip("/")
-FLOWER_AUTH = tuple(os.environ["FLOWER_AUTH"].split(":", 1)) if os.environ.get("FLOWER_AUTH") else None
+
+
+def flower_auth() -> tuple[str, str] | None:
+    """FLOWER_AUTH (user:password), else the credentials embedded mode generated into
+    <data_dir>/flower.auth (data_dir: FACEGATE_DATA_DIR, default <repo>/var)."""
+    value = os.environ.get("FLOWER_AUTH", "")
+    if not value:
+        data_dir = Path(os.environ.get("FACEGATE_DATA_DIR") or Path(__file__).resolve().parents[1] / "var")
+        try:
+            value = (data_dir / "flower.auth").read_text().strip()
+        except OSError:
+            return None
+    user, sep, password = value.partition(":")
+    return (user, password) if sep else None
+
+
+FLOWER_AUTH = flower_auth()
 
 
 def step(name: str, ok: bool, detail: object = "") -> None:
@@ -51,6 +70,9 @@ def main() -> dict[str, str]:
     r = requests.post(f"{API}/system/ping", headers=headers, timeout=60)
     step("task through the worker", r.status_code == 200 and r.json()["result"]["pong"] is True, r.text)
     task_id = r.json()["task_id"]
+    f = requests.get(f"{FLOWER}/api/task/info/{task_id}", timeout=10)
+    step("Flower refuses a caller without credentials", f.status_code == 401, f.status_code)
+    step("Flower credentials known (FLOWER_AUTH or <data_dir>/flower.auth)", FLOWER_AUTH is not None)
     deadline, info = time.time() + 30, None
     while time.time() < deadline:
         f = requests.get(f"{FLOWER}/api/task/info/{task_id}", auth=FLOWER_AUTH, timeout=10)
