@@ -85,11 +85,12 @@ def _authenticate() -> Principal:
 
 
 def authenticate_request() -> None:
-    """``before_request`` hook: sets ``g.principal`` on every non-public endpoint."""
+    """``before_request`` hook: sets ``g.principal`` on every non-public endpoint, and on a public
+    one when credentials are sent (an admin registering an advanced user)."""
     g.principal = None
     if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
         return
-    if getattr(_view(), "_public", False):
+    if getattr(_view(), "_public", False) and "Authorization" not in request.headers:
         return
     g.principal = _authenticate()
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, validates_schema
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from app import settings
-from app.schemas import StrictSchema
+from app.schemas import INT32, StrictSchema
 
 T = TypeVar("T")
 
@@ -17,8 +17,8 @@ T = TypeVar("T")
 class PaginationArgs(StrictSchema):
     """``page`` (from 1) and ``page_size`` (capped by the ``page_size_max`` setting)."""
 
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
-    page_size = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    page = fields.Integer(load_default=1, validate=INT32)
+    page_size = fields.Integer(load_default=None, validate=INT32)
 
     @validates_schema
     def _cap(self, data: dict[str, Any], **_: Any) -> None:

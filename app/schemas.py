@@ -1,7 +1,11 @@
 """Schema conventions every service reuses: strict schemas and the error body."""
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields
+from marshmallow import RAISE, Schema, fields, validate
+
+# Positive integers a request hands on to the database (page numbers, descriptor versions) stay
+# inside 32 bits: past 64 bits a number would not even bind, and the answer must be a 400.
+INT32 = validate.Range(min=1, max=2**31 - 1)
 
 
 class StrictSchema(Schema):

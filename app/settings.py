@@ -240,15 +240,20 @@ class Settings:
 
 
 def _mask(value: Any) -> str:
-    """Hide a secret; for URLs keep the scheme and host so operators can still see where it points."""
+    """Hide a secret; for URLs keep the scheme, host, port and path so operators can still see where
+    it points, and hide the user information (``redis://token@host`` carries a secret as the user)
+    and every query value (``?password=...``, ``?sslkey=...``)."""
     text = str(value)
-    if "://" in text:
-        parts = urlsplit(text)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-            return urlunsplit(parts._replace(netloc=netloc))
-        return text
-    return "***"
+    if "://" not in text:
+        return "***"
+    parts = urlsplit(text)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        name, sep, _ = user.partition(":")
+        netloc = f"{name}:***@{host}" if sep else f"***@{host}"
+    query = "&".join(f"{pair.partition('=')[0]}=***" for pair in parts.query.split("&") if pair)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def load(config_file: str | os.PathLike[str] | None = None,

@@ -107,8 +107,10 @@ def b64decode(text: str | bytes) -> bytes:
 
 def decode_raw(text: str | bytes, version: int = DESCRIPTOR_VERSION) -> np.ndarray:
     """Raw format -> float32 vector of the given version."""
+    if version not in DESCRIPTOR_LENGTHS:
+        raise DescriptorFormatError(f"unknown descriptor version {version} (known: {sorted(DESCRIPTOR_LENGTHS)})")
     data = b64decode(text)
-    if version in DESCRIPTOR_LENGTHS and len(data) != 4 * DESCRIPTOR_LENGTHS[version]:
+    if len(data) != 4 * DESCRIPTOR_LENGTHS[version]:
         raise DescriptorFormatError(
             f"raw descriptor version {version} needs {4 * DESCRIPTOR_LENGTHS[version]} bytes, got {len(data)}"
         )

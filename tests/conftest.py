@@ -150,13 +150,19 @@ def bearer(token: str) -> dict[str, str]:
 
 
 class Account:
-    """A registered account with helpers for its credentials."""
+    """A registered account with helpers for its credentials.
+
+    ``user`` accounts register themselves; ``advanced_user`` and ``admin`` ones are created by an
+    admin through the same resource, as the platform requires (the first admin, as on a real
+    installation, by the service that ``facegate create-admin`` calls).
+    """
 
     def __init__(self, client: Any, account_type: str = "user") -> None:
         self.login = f"{uuid.uuid4().hex[:12]}@example.com"
         self.password = "correct horse battery"
+        headers = {} if account_type == "user" else first_admin().auth
         r = client.post("/accounts", json={"login": self.login, "password": self.password,
-                                           "account_type": account_type})
+                                           "account_type": account_type}, headers=headers)
         assert r.status_code == 201, r.json
         self.account_id = r.json["account_id"]
         self.client = client
@@ -169,6 +175,32 @@ class Account:
         r = self.client.post("/tokens", json={"permissions": permissions, **extra}, headers=self.auth)
         assert r.status_code == 201, r.json
         return r.json["token"]
+
+
+class _Credentials:
+    def __init__(self, login: str, password: str) -> None:
+        self.login, self.password = login, password
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return basic(self.login, self.password)
+
+
+_first_admin: _Credentials | None = None
+
+
+def first_admin() -> _Credentials:
+    """This test process's admin, made once by the service behind ``facegate create-admin``."""
+    global _first_admin
+    if _first_admin is None:
+        from app.accounts.service import create_account
+        from app.db import session_scope
+
+        admin = _Credentials(f"admin-{uuid.uuid4().hex[:12]}@example.com", "correct horse battery")
+        with session_scope() as session:
+            create_account(session, login=admin.login, password=admin.password, account_type="admin")
+        _first_admin = admin
+    return _first_admin
 
 
 @pytest.fixture()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from flask import g
+
 from app import settings
 from app.accounts import service, tokens
 from app.accounts.models import ACCOUNT_TYPES, Token
@@ -39,8 +41,14 @@ def _own(account_id: uuid.UUID) -> None:
 @accounts_blp.response(201, AccountCreatedSchema)
 @public
 def create_account(body: dict[str, Any]) -> dict[str, Any]:
-    """Create a user or advanced_user account (open when `open_registration` is on)."""
-    if not settings.current().open_registration:
+    """Create an account. Anyone may register a `user` account while `open_registration` is on;
+    `advanced_user` (reads across accounts) and `admin` accounts, and any account while
+    registration is closed, are created by an admin (Basic auth of an admin account)."""
+    caller = g.principal
+    by_admin = caller is not None and caller.account_type == "admin" and caller.permissions is None
+    if body["account_type"] != "user" and not by_admin:
+        raise APIError("account_type_forbidden", f"{body['account_type']} accounts are created by an admin")
+    if not settings.current().open_registration and not by_admin:
         raise APIError("registration_closed", "ask an administrator to create the account")
     with session_scope() as session:
         account = service.create_account(session, **body)

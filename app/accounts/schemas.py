@@ -1,9 +1,10 @@
 """Requests and answers of /accounts and /tokens."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate
 
 from app.accounts.models import ACCOUNT_TYPES
 from app.accounts.tokens import VISIBILITY_AREAS
@@ -16,8 +17,9 @@ PASSWORD = validate.Length(min=8, max=128)
 class AccountCreateSchema(StrictSchema):
     login = fields.Email(required=True, validate=validate.Length(max=128))
     password = fields.String(required=True, validate=PASSWORD, load_only=True)
-    account_type = fields.String(load_default="user", validate=validate.OneOf(ACCOUNT_TYPES[:2]),
-                                 metadata={"description": "admin accounts are made with `facegate create-admin`"})
+    account_type = fields.String(load_default="user", validate=validate.OneOf(ACCOUNT_TYPES),
+                                 metadata={"description": "user (open registration); advanced_user and admin "
+                                                          "only when an admin sends the request"})
     description = fields.String(load_default="", validate=validate.Length(max=512))
     account_id = fields.UUID(load_default=None)
 
@@ -46,10 +48,17 @@ def _permissions(**kwargs: Any) -> fields.Dict:
                        **kwargs)
 
 
+def _in_future(value: datetime) -> None:
+    # A token born expired is a client mistake that would surface later as a confusing 401.
+    if value <= datetime.now(timezone.utc):
+        raise ValidationError("must be in the future")
+
+
 class TokenCreateSchema(StrictSchema):
     permissions = _permissions(required=True)
     description = fields.String(load_default="", validate=validate.Length(max=512))
-    expiration_time = fields.AwareDateTime(load_default=None, metadata={"description": "ISO 8601 with offset"})
+    expiration_time = fields.AwareDateTime(load_default=None, validate=_in_future,
+                                           metadata={"description": "ISO 8601 with offset, in the future"})
     visibility_area = fields.String(load_default="account", validate=validate.OneOf(VISIBILITY_AREAS))
 
 

@@ -112,8 +112,10 @@ def verify(session: Session, raw: str) -> Token:
     try:
         claims = jwt.decode(raw, k.verifying, algorithms=[k.algorithm],
                             options={"require": ["token_id", "account_id"]})
-        token_id = uuid.UUID(claims["token_id"])
-        account_id = uuid.UUID(claims["account_id"])
+        ids = [claims["token_id"], claims["account_id"]]
+        if not all(isinstance(i, str) for i in ids):  # a signed number, list or object is no id either
+            raise ValueError("token_id and account_id must be UUID strings")
+        token_id, account_id = (uuid.UUID(i) for i in ids)
     except (jwt.PyJWTError, ValueError, TypeError):
         raise APIError("token_invalid", "token signature or format is not valid") from None
     # The JWT's own account is the scope: a token of a deleted account, or one whose claims were

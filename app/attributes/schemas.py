@@ -5,7 +5,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from app.schemas import StrictSchema
+from app.schemas import INT32, StrictSchema
 
 ETHNICITIES = ("african_american", "indian", "asian", "caucasian")
 MAX_DESCRIPTORS = 8
@@ -17,7 +17,7 @@ class DescriptorInSchema(StrictSchema):
                            metadata={"description": "sdk: base64 of signature + version + float32 payload; "
                                                     "raw: base64 of the float32 payload alone"})
     descriptor = fields.String(required=True, validate=validate.Length(min=1, max=65536))
-    version = fields.Integer(load_default=None, validate=validate.Range(min=1),
+    version = fields.Integer(load_default=None, validate=INT32,
                              metadata={"description": "model version; raw descriptors default to the "
                                                       "current model, sdk ones carry their own"})
 

@@ -8,7 +8,7 @@ from webargs.fields import DelimitedList
 
 from app.attributes.schemas import BasicAttributesSchema, DescriptorInSchema, DescriptorOutSchema, ExternalDataSchema
 from app.pagination import PaginationArgs, page_of
-from app.schemas import StrictSchema
+from app.schemas import INT32, StrictSchema
 
 MAX_LISTS_PER_FACE = 64
 MAX_FILTER_IDS = 1000
@@ -102,7 +102,7 @@ class FaceIdsSchema(StrictSchema):
 
 
 class DescriptorVersionArgs(StrictSchema):
-    version = fields.Integer(validate=validate.Range(min=1))
+    version = fields.Integer(validate=INT32)
 
 
 class FaceDescriptorsSchema(StrictSchema):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from app import dispatch, settings
-from app.auth import current_principal, public, require
+from app.auth import current_principal, require
 from app.blueprint import Blueprint
 from app.db import session_scope
 from app.errors import APIError
@@ -65,9 +65,11 @@ def match_raw(body: dict[str, Any]) -> dict[str, Any]:
 
 @blp.route("/status", methods=["GET"])
 @blp.response(200, MatcherStatusSchema)
-@public
 def status() -> dict[str, Any]:
-    """State of the list cache of the matcher worker that answers (503 when none does)."""
+    """State of the list cache of the matcher worker that answers (503 when none does). Admin
+    accounts only: the counts cover every account's lists."""
+    if current_principal().account_type != "admin":
+        raise APIError("account_type_forbidden", "only admin accounts may read the matcher's state")
     return dispatch.call(dispatch.task("matcher.status"))
 
 

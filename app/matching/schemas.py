@@ -10,7 +10,7 @@ from app import settings
 from app.attributes.schemas import DescriptorInSchema
 from app.faces.schemas import EXTERNAL_ID, MAX_FILTER_IDS, USER_DATA
 from app.matching.service import CANDIDATE_SOURCES, REFERENCE_TYPES
-from app.schemas import StrictSchema
+from app.schemas import INT32, StrictSchema
 
 CLIENT_ID = validate.Length(min=1, max=64)
 
@@ -29,7 +29,7 @@ class ReferenceSchema(StrictSchema):
                          metadata={"description": "face, attribute or descriptor"})
     id = fields.String(validate=CLIENT_ID, metadata={
         "description": "face or attribute id; for a descriptor, the name the answer uses (default: its position)"})
-    version = fields.Integer(load_default=None, validate=validate.Range(min=1),
+    version = fields.Integer(load_default=None, validate=INT32,
                              metadata={"description": "descriptor version (default: the current model; "
                                                       "sdk descriptors carry their own)"})
     descriptor = fields.String(validate=validate.Length(min=1, max=65536),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 
-from tests.conftest import basic, bearer
+from tests.conftest import basic, bearer, first_admin
 
 
 def test_register_and_read_own_account(client, account):
@@ -27,9 +27,23 @@ def test_duplicate_login_is_409_case_insensitive(client, account):
     assert r.status_code == 409 and r.json["error_code"] == 12002
 
 
-def test_admin_type_cannot_be_self_registered(client):
-    r = client.post("/accounts", json={"login": "root@x.io", "password": "12345678", "account_type": "admin"})
+def test_only_user_accounts_register_themselves(client, account):
+    for account_type in ("admin", "advanced_user"):
+        body = {"login": f"{account_type}@x.io", "password": "12345678", "account_type": account_type}
+        r = client.post("/accounts", json=body)
+        assert r.status_code == 403 and r.json["error_code"] == 11006, r.json
+        assert client.post("/accounts", json=body, headers=account.auth).status_code == 403  # a user is no admin
+    r = client.post("/accounts", json={"login": "x@x.io", "password": "12345678", "account_type": "root"})
     assert r.status_code == 400 and "account_type" in r.json["detail"]
+
+
+def test_an_admin_creates_advanced_users_also_with_registration_closed(client, settings_override):
+    settings_override(open_registration=False)
+    body = {"login": f"adv-{uuid.uuid4().hex[:8]}@x.io", "password": "12345678", "account_type": "advanced_user"}
+    r = client.post("/accounts", json=body, headers=first_admin().auth)
+    assert r.status_code == 201, r.json
+    me = client.get(f"/accounts/{r.json['account_id']}", headers=basic(body["login"], body["password"]))
+    assert me.json["account_type"] == "advanced_user"
 
 
 def test_registration_can_be_closed(client, settings_override):

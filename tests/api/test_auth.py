@@ -90,6 +90,26 @@ def test_forged_signature(client, account):
         assert _me(client, account, bearer(bad)).status_code == 401
 
 
+def test_signed_claims_of_the_wrong_type_are_401(client, account):
+    """A correctly signed token whose ids are not strings (a number, a list, an object) is invalid."""
+    from app.accounts.tokens import keys
+
+    token = account.token({"account": ["view"]})
+    claims = jwt.decode(token, options={"verify_signature": False})
+    k = keys()
+    for bad in (12345, [claims["token_id"]], {"id": claims["token_id"]}):
+        forged = jwt.encode({**claims, "token_id": bad}, k.signing, algorithm=k.algorithm)
+        r = _me(client, account, bearer(forged))
+        assert r.status_code == 401 and r.json["error_code"] == 11004, r.json
+
+
+def test_tokens_are_not_born_expired(client, account):
+    past = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
+    r = client.post("/tokens", json={"permissions": {"account": ["view"]}, "expiration_time": past},
+                    headers=account.auth)
+    assert r.status_code == 400 and "expiration_time" in r.json["detail"]
+
+
 def test_alg_none_rejected(client, account):
     token = account.token({"account": ["view"]})
     claims = jwt.decode(token, options={"verify_signature": False})

@@ -101,3 +101,25 @@ def test_error_codes_are_unique_and_documented():
     assert len(codes) == len(set(codes))
     doc = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
     assert doc.read_text() == reference_markdown(), "run `make docs`"
+
+
+def test_numbers_past_64_bits_are_400s(client, account):
+    """Page numbers and descriptor versions never reach the database unbounded."""
+    huge = str(2**63 - 1)
+    for url in (f"/faces?page={huge}", f"/lists?page_size={huge}", f"/verifiers?page={2**70}"):
+        r = client.get(url, headers=account.auth)
+        assert r.status_code == 400 and r.json["error_code"] == 10005, (url, r.json)
+    face = client.post("/faces", json={}, headers=account.auth).json["face_id"]
+    r = client.get(f"/faces/{face}/descriptors?version={2**70}", headers=account.auth)
+    assert r.status_code == 400 and r.json["error_code"] == 10005
+
+
+def test_raw_descriptor_of_an_unknown_version_is_a_clear_400(client, account):
+    import base64
+
+    odd = base64.b64encode(b"\0" * 130).decode()  # not even a whole number of float32 values
+    for url, body in (("/faces", {"descriptors": [{"format": "raw", "descriptor": odd, "version": 7}]}),
+                      ("/attributes", {"descriptors": [{"format": "raw", "descriptor": odd, "version": 7}]})):
+        r = client.post(url, json=body, headers=account.auth)
+        assert r.status_code == 400 and r.json["error_code"] == 20004, (url, r.json)
+        assert "unknown descriptor version 7" in r.json["detail"]

@@ -13,7 +13,7 @@ import pytest
 from inference import descriptor_format as fmt
 from matcher.cache import ListCache
 from tests.api.faces_helpers import new_face, new_list, raw, sdk, vector
-from tests.conftest import bearer
+from tests.conftest import bearer, first_admin
 from tests.matcher.conftest import real_descriptors  # noqa: F401  (session fixture: dlib descriptors of LFW photos)
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
@@ -272,7 +272,9 @@ def test_status_reports_a_loaded_cache(client, account):
     list_id = new_list(client, account)
     face = new_face(client, account, descriptors=[{"descriptor": sdk()}], list_ids=[list_id])
     match(client, account.auth, [{"type": "face", "id": face}], {"list_id": list_id})
-    r = client.get("/matcher/status")
+    assert client.get("/matcher/status").status_code == 401  # counts over every account: not public
+    assert client.get("/matcher/status", headers=account.auth).status_code == 403
+    r = client.get("/matcher/status", headers=first_admin().auth)
     assert r.status_code == 200, r.json
     assert r.json["ready"] is True and r.json["descriptor_version"] == fmt.DESCRIPTOR_VERSION
     assert r.json["feed_seq"] >= 1 and r.json["descriptors"] >= 1 and r.json["load_seconds"] is not None

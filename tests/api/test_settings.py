@@ -94,10 +94,13 @@ def test_configs_masks_secrets_admin_only(client, account, settings_override):
     assert "dbpass" not in body
 
 
-def test_mask_keeps_url_host():
+def test_mask_keeps_url_host_and_hides_every_secret_part():
     from app.settings import _mask
 
     assert _mask("postgresql://u:pw@db:5432/x") == "postgresql://u:***@db:5432/x"
+    assert _mask("postgresql://db/x?password=pw&sslmode=require") == "postgresql://db/x?password=***&sslmode=***"
+    assert _mask("redis://token@cache:6379/0") == "redis://***@cache:6379/0"  # the user part is the secret
+    assert _mask("plain-secret") == "***"
 
 
 def test_configuration_reference_is_generated():

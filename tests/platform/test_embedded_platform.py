@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from app import embedded
 from tests.platform.helpers import ROOT, answers, free_port, pid_alive, wait_until
 from tests.platform.test_supervisor import FACEGATE, Platform
 
@@ -62,7 +63,10 @@ def test_make_run_platform_survives_a_killed_worker(tmp_path: Path) -> None:
         assert status["worker"]["restarts"] == 1 and status["worker"]["last_exit"] == -signal.SIGKILL
         for name in ("redis", "api", "beat", "flower"):
             assert status[name]["pid"] == pids[name] and status[name]["restarts"] == 0, (name, p.log()[-5000:])
-        assert _get(f"http://127.0.0.1:{flower_port}/api/workers") == 200
+        flower = f"http://127.0.0.1:{flower_port}/api/workers"
+        assert _get(flower) == 401  # Flower is never open
+        user, _, password = embedded.flower_credentials(tmp_path / "data").partition(":")
+        assert _get(flower, (user, password)) == 200
 
         assert p.stop(signal.SIGINT, timeout=60) == 0
         for pid in [*pids.values(), new_worker]:
@@ -76,8 +80,8 @@ def test_make_run_platform_survives_a_killed_worker(tmp_path: Path) -> None:
         p.close()
 
 
-def _get(url: str) -> int:
+def _get(url: str, auth: tuple[str, str] | None = None) -> int:
     try:
-        return requests.get(url, timeout=10).status_code
+        return requests.get(url, auth=auth, timeout=10).status_code
     except requests.RequestException:
         return 0
