@@ -41,7 +41,11 @@ from matcher.changes import (
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "facegate:changes"
+def channel() -> str:
+    """The pub/sub channel of change announcements: ``facegate:changes:<db>``. Redis channels are
+    global to the server, not per database, so installations (and test runs) that share a server
+    on separate database numbers would otherwise wake each other."""
+    return f"facegate:changes:{redis_client().connection_pool.connection_kwargs.get('db', 0)}"
 KINDS = ("descriptor_added", "descriptor_removed", "face_attached", "face_detached", "face_deleted",
          "list_deleted")
 # Arbitrary but fixed: every process must agree on the advisory lock that orders the change log.
@@ -80,7 +84,7 @@ def _account_deleted(session: Session, _context: Any, _instances: Any) -> None:
 
 
 def publish_after_commit(session: Session, seq: int) -> None:
-    """Announce ``seq`` on :data:`CHANNEL` once ``session`` commits; a rollback announces nothing."""
+    """Announce ``seq`` on :func:`channel` once ``session`` commits; a rollback announces nothing."""
     session.info[_PENDING] = max(session.info.get(_PENDING, 0), seq)
     if not session.info.get(_HOOKED):
         session.info[_HOOKED] = True
@@ -97,10 +101,10 @@ def _publish(session: Session) -> None:
     if seq is None:
         return
     try:
-        redis_client().publish(CHANNEL, str(seq))
+        redis_client().publish(channel(), str(seq))
     except redis.RedisError as exc:
         # The change is committed and in the table; the matcher finds it on its next poll.
-        log.warning("could not announce change %s on %s: %s", seq, CHANNEL, exc)
+        log.warning("could not announce change %s: %s", seq, exc)
 
 
 def _descriptors(session: Session, face_ids: set[uuid.UUID], version: int) -> dict[uuid.UUID, np.ndarray]:

@@ -3,7 +3,7 @@
 One :class:`CacheFollower` per process holds a :class:`matcher.cache.ListCache` of the current
 descriptor version. It loads every cached list from the database in chunks (``changes.snapshot``,
 from the feed position read just before), then tails ``change_log`` by ``seq`` on its own thread:
-woken at once by a Redis pub/sub message on ``facegate:changes``, and
+woken at once by a Redis pub/sub message on ``facegate:changes:<db>``, and
 every ``matcher_cache_poll_s`` seconds anyway (a lost message only costs one poll interval).
 
 Freshness. A request never relies on that background pace: the API reads the feed head when the
@@ -189,14 +189,14 @@ class CacheFollower:
             url = settings.current().redis_url
             try:
                 pubsub = redis.Redis.from_url(url, socket_connect_timeout=2).pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(changes.CHANNEL)
+                pubsub.subscribe(changes.channel())
                 self._wake.set()  # anything announced before the subscription is caught by this poll
                 while not self._stop.is_set() and settings.current().redis_url == url:
                     if pubsub.get_message(timeout=1.0) is not None:
                         self._wake.set()
                 pubsub.close()
             except redis.RedisError as exc:
-                log.warning("matcher cache: pub/sub on %s failed (%s); polling meanwhile", changes.CHANNEL, exc)
+                log.warning("matcher cache: pub/sub failed (%s); polling meanwhile", exc)
                 self._stop.wait(2.0)
 
     # -- feed ------------------------------------------------------------------------------------

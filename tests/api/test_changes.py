@@ -99,7 +99,7 @@ def test_rolled_back_transaction_takes_its_changes_along(account, redis_client, 
     from app.faces import changes
 
     pubsub = redis_client.pubsub()
-    pubsub.subscribe(changes.CHANNEL)
+    pubsub.subscribe(changes.channel())
     pubsub.get_message(timeout=1)  # subscription confirmation
     mark = _head()
     with pytest.raises(RuntimeError):
