@@ -148,6 +148,18 @@ def wait_for_redis(redis_url: str, timeout: float = 60.0, alive: Callable[[], bo
     return False
 
 
+def start_redis(redis_url: str, data_dir: str | os.PathLike[str], timeout: float = 30.0) -> subprocess.Popen[bytes]:
+    """Start the embedded Redis for ``redis_url`` outside the supervisor (test runs, benches) and
+    return it once it answers PING; stopped again, with EmbeddedError, when it does not."""
+    server = subprocess.Popen(redis_server_argv(redis_url, data_dir), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT)
+    if not wait_for_redis(redis_url, timeout, lambda: server.poll() is None):
+        server.kill()
+        server.wait(10)
+        raise EmbeddedError(f"the embedded Redis at {_shown(redis_url)} did not answer within {timeout:g} s")
+    return server
+
+
 # --- Procfile ----------------------------------------------------------------------------------
 
 @dataclass

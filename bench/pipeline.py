@@ -175,10 +175,7 @@ class Platform:
                     "FACEGATE_DATA_DIR": data_dir, "FACEGATE_REDIS_URL": self.redis_url,
                     "FACEGATE_API_PORT": self.url.rsplit(":", 1)[1], "FACEGATE_LOG_LEVEL": "WARNING",
                     "FACEGATE_WORKER_WAIT_TIMEOUT_S": "120"}
-        self.procs = [subprocess.Popen(embedded.redis_server_argv(self.redis_url, data_dir),
-                                       stdout=subprocess.DEVNULL)]
-        if not embedded.wait_for_redis(self.redis_url, timeout=30):
-            raise RuntimeError("the embedded Redis did not start")
+        self.procs = [embedded.start_redis(self.redis_url, data_dir)]
         facegate = str(Path(sys.executable).parent / "facegate")
         for step in (["db", "upgrade"], ["buckets", "create"]):
             subprocess.run([facegate, *step], env=self.env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import os
 import socket
-import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -86,9 +85,8 @@ def embedded_redis() -> Iterator[str | None]:
         return
     from app import embedded
 
-    server = subprocess.Popen(embedded.redis_server_argv(REDIS_URL, DATA_DIR), stdout=subprocess.DEVNULL)
+    server = embedded.start_redis(REDIS_URL, DATA_DIR)
     try:
-        assert embedded.wait_for_redis(REDIS_URL, timeout=30), "the embedded Redis did not start"
         yield REDIS_URL
     finally:
         server.terminate()

@@ -7,7 +7,6 @@ the lease renewal of tasks/lease.py.)"""
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -30,14 +29,7 @@ def test_worker_reconnects_after_the_redis_server_restarts(tmp_path: Path) -> No
     from celery import Celery
 
     url = f"redis://127.0.0.1:{free_port()}/0"
-    argv = embedded.redis_server_argv(url, tmp_path)
-
-    def start_redis() -> subprocess.Popen[bytes]:
-        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        assert embedded.wait_for_redis(url, 30, lambda: server.poll() is None)
-        return server
-
-    server = start_redis()
+    server = embedded.start_redis(url, tmp_path)
     queue = f"platform-{uuid.uuid4().hex[:10]}"
     worker = WorkerProcess(queue, {"FACEGATE_REDIS_URL": url, "FACEGATE_BROKER_URL": "",
                                    "FACEGATE_VISIBILITY_TIMEOUT_S": "15",
@@ -55,7 +47,7 @@ def test_worker_reconnects_after_the_redis_server_restarts(tmp_path: Path) -> No
         server.wait(timeout=10)
         time.sleep(6)  # the worker retries meanwhile (forever: the default gives up after 100 tries)
         assert worker.popen.poll() is None, worker.log()[-3000:]
-        server = start_redis()
+        server = embedded.start_redis(url, tmp_path)
         after = app.send_task("platform.work", args=(after_key, 0), queue=queue, expires=120)
         assert after.get(timeout=60)["key"] == after_key, worker.log()[-3000:]
         assert held.get(timeout=60)["key"] == held_key, worker.log()[-3000:]
