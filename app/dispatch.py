@@ -50,6 +50,8 @@ def _send_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
 F = TypeVar("F", bound=Callable[..., Any])
 _ERROR = "error"
 _RESULT = "result"
+# What a broker or result store that is down raises on the API side.
+_UNREACHABLE = (OperationalError, redis.RedisError, ConnectionError)
 
 
 # ---- the envelope ------------------------------------------------------------------------------
@@ -57,20 +59,32 @@ def _is_envelope(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and (_ERROR in value or _RESULT in value)
 
 
+def _received(value: Any) -> tuple[Any, dict[str, Any] | None]:
+    """What a canvas step was handed, unwrapped: a chain step gets its predecessor's envelope, a
+    chord's merge the list of its parts' envelopes. The second item is the first error among them."""
+    if _is_envelope(value):
+        return (None, value) if _ERROR in value else (value[_RESULT], None)
+    if isinstance(value, list) and value and all(_is_envelope(v) for v in value):
+        errors = [v for v in value if _ERROR in v]
+        return (None, errors[0]) if errors else ([v[_RESULT] for v in value], None)
+    return value, None
+
+
 def reported(func: F) -> F:
     """Wrap a task body: its APIError becomes the error envelope, its return value the result one.
 
     Used under ``@celery.task`` (with ``bind=True`` the task itself comes first). A chain step
-    gets its predecessor's envelope as the first argument: a result is unwrapped for it, an
-    error is passed on without running the step.
+    gets its predecessor's result unwrapped as the first argument, a chord's merge the list of
+    its parts' results; an error among them is passed on without running the step.
     """
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
         bound = 1 if args and hasattr(args[0], "request") and hasattr(args[0], "name") else 0
-        if len(args) > bound and _is_envelope(args[bound]):
-            if _ERROR in args[bound]:
-                return args[bound]
-            args = (*args[:bound], args[bound][_RESULT], *args[bound + 1:])
+        if len(args) > bound:
+            value, error = _received(args[bound])
+            if error is not None:
+                return error
+            args = (*args[:bound], value, *args[bound + 1:])
         try:
             return {_RESULT: func(*args, **kwargs)}
         except APIError as exc:
@@ -115,14 +129,17 @@ def _expiring(sig: Signature, expires: datetime) -> None:
     sig.set(expires=expires)
 
 
+def _wait_s(timeout: float | None) -> float:
+    return settings.current().worker_wait_timeout_s if timeout is None else timeout
+
+
 def send(sig: Signature, timeout: float | None = None) -> AsyncResult:
     """Enqueue ``sig`` (a task, chain or chord) to expire after ``timeout`` seconds (default: the
     ``worker_wait_timeout_s`` setting); 503 when the broker cannot take it."""
-    timeout = settings.current().worker_wait_timeout_s if timeout is None else timeout
-    _expiring(sig, datetime.now(timezone.utc) + timedelta(seconds=timeout))
+    _expiring(sig, datetime.now(timezone.utc) + timedelta(seconds=_wait_s(timeout)))
     try:
         return sig.apply_async()
-    except (OperationalError, redis.RedisError, ConnectionError) as exc:
+    except _UNREACHABLE as exc:
         log.warning("broker refused a task: %s", type(exc).__name__)
         raise APIError("broker_unavailable", "the task queue is not reachable; try again later") from None
 
@@ -130,7 +147,7 @@ def send(sig: Signature, timeout: float | None = None) -> AsyncResult:
 def wait(result: AsyncResult, timeout: float | None = None) -> Any:
     """The answer of a sent task (for a canvas: of its last task), unwrapped; 503 when none
     comes within ``timeout`` seconds."""
-    timeout = settings.current().worker_wait_timeout_s if timeout is None else timeout
+    timeout = _wait_s(timeout)
     try:
         value = result.get(timeout=timeout, propagate=False, interval=0.05)
     except CeleryTimeout:
@@ -138,7 +155,7 @@ def wait(result: AsyncResult, timeout: float | None = None) -> Any:
         result.revoke()
         raise APIError("worker_timeout", f"task {result.id} got no answer within {timeout:g} s; "
                                          "are the workers running?") from None
-    except (OperationalError, redis.RedisError, ConnectionError):
+    except _UNREACHABLE:
         raise APIError("broker_unavailable", "the result store is not reachable; try again later") from None
     if result.failed():
         log.error("task %s failed: %s", result.id, type(value).__name__)

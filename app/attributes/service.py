@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -110,6 +111,15 @@ class AttributeRecord:
 _PREFIX = "facegate:attribute:"
 
 
+@contextmanager
+def _store() -> Iterator[None]:
+    """Redis errors as the API's 503, naming only the kind of failure."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise APIError("attributes_unavailable", f"attribute store: {type(exc).__name__}") from None
+
+
 def _ttl(ttl: int | None) -> int:
     s = settings.current()
     if ttl is None:
@@ -136,19 +146,15 @@ def create_attribute(scope: Scope, *, descriptors: Mapping[int, bytes | np.ndarr
         descriptors={v: to_float32_bytes(d, v) for v, d in (descriptors or {}).items()},
         basic_attributes=dict(basic_attributes) if basic_attributes else None,
         sample_ids=list(sample_ids))
-    try:
+    with _store():
         redis_client().set(_PREFIX + str(record.attribute_id), json.dumps(record.to_json()), ex=ttl_s)
-    except redis.RedisError as exc:
-        raise APIError("attributes_unavailable", f"attribute store: {type(exc).__name__}") from None
     return record
 
 
 def get_attribute(scope: Scope, attribute_id: uuid.UUID) -> AttributeRecord:
     """The live attribute; one out of ``scope`` is as absent as an expired one."""
-    try:
+    with _store():
         raw = redis_client().get(_PREFIX + str(attribute_id))
-    except redis.RedisError as exc:
-        raise APIError("attributes_unavailable", f"attribute store: {type(exc).__name__}") from None
     record = AttributeRecord.from_json(json.loads(raw)) if raw is not None else None
     if record is None or not scope.allows(record.account_id):
         raise APIError("attribute_not_found", f"attribute {attribute_id} not found or expired")
@@ -157,7 +163,5 @@ def get_attribute(scope: Scope, attribute_id: uuid.UUID) -> AttributeRecord:
 
 def delete_attribute(scope: Scope, attribute_id: uuid.UUID) -> None:
     get_attribute(scope, attribute_id)
-    try:
+    with _store():
         redis_client().delete(_PREFIX + str(attribute_id))
-    except redis.RedisError as exc:
-        raise APIError("attributes_unavailable", f"attribute store: {type(exc).__name__}") from None

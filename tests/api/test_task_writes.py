@@ -104,3 +104,15 @@ def test_every_task_of_a_chain_expires(celery_worker):
     sig = dispatch.chain_of(dispatch.task("system.ping"), dispatch.task("system.ping"))
     dispatch.wait(dispatch.send(sig, 30), 30)
     assert all(step.options.get("expires") for step in sig.tasks)
+
+
+def test_a_step_gets_what_came_before_unwrapped():
+    """A chain step gets its predecessor's result, a chord's merge the list of its parts' results;
+    an error among them comes out instead of the step running."""
+    echo = dispatch.reported(lambda value: value)
+    error = {"error": {"kind": "face_not_found", "detail": "face 1 not found"}}
+    assert echo({"result": 3}) == {"result": 3}
+    assert echo([{"result": 1}, {"result": 2}]) == {"result": [1, 2]}
+    assert echo([{"result": 1}, error]) == error
+    assert echo(error) == error
+    assert echo([1, 2]) == {"result": [1, 2]}  # plain arguments pass as they are
