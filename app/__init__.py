@@ -50,7 +50,7 @@ def _view_locations(app: Flask) -> set[str]:
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
-    from app import observability
+    from app import observability, openapi
     from app.auth import authenticate_request
     from app.errors import APIError, register_error_handlers
 
@@ -74,10 +74,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     settings.on_change(lambda old, new: app.config.update(MAX_CONTENT_LENGTH=int(new.max_request_mb * 1024 * 1024)))
-    api = Api(app, spec_kwargs={"components": {"securitySchemes": {
-        "basic": {"type": "http", "scheme": "basic"},
-        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
-        "security": [{"basic": []}, {"bearer": []}]})
+    api = Api(app, spec_kwargs=openapi.spec_kwargs())
     swagger_dist = Path(importlib.util.find_spec("flask_swagger_ui").origin).parent / "dist"
     app.add_url_rule("/docs/static/<path:filename>", "swagger_static",
                      lambda filename: send_from_directory(swagger_dist, filename))
@@ -85,6 +82,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     for name in SERVICES:
         for blp in importlib.import_module(f"app.{name}.api").BLUEPRINTS:
             api.register_blueprint(blp)
+    openapi.document(api)
     register_error_handlers(app)
 
     @app.before_request

@@ -37,6 +37,9 @@ ERRORS: dict[str, ErrorCode] = {
     "route_not_found": ErrorCode(10008, 404, "Resource not found"),
     "bad_request_id": ErrorCode(10009, 400, "Bad Luna-Request-Id header"),
     "bad_request": ErrorCode(10010, 400, "Bad request"),
+    "uri_too_long": ErrorCode(10011, 414, "Request line too long"),
+    "headers_too_large": ErrorCode(10012, 431, "Request headers too large"),
+    "body_timeout": ErrorCode(10013, 408, "Request body not received in time"),
     # authentication and authorization
     "auth_required": ErrorCode(11001, 401, "Authorization required"),
     "bad_credentials": ErrorCode(11002, 401, "Bad login or password"),
@@ -55,6 +58,8 @@ ERRORS: dict[str, ErrorCode] = {
     "task_failed": ErrorCode(13002, 500, "Task failed"),
     "unhealthy": ErrorCode(13003, 503, "Service unhealthy"),
     "broker_unavailable": ErrorCode(13004, 503, "Task queue unavailable"),
+    "database_unavailable": ErrorCode(13005, 503, "Database unavailable"),
+    "result_store_unavailable": ErrorCode(13006, 503, "Task result store unavailable"),
     # image store
     "bucket_not_found": ErrorCode(23001, 404, "Bucket not found"),
     "object_not_found": ErrorCode(23002, 404, "Object not found or expired"),
@@ -68,6 +73,7 @@ ERRORS: dict[str, ErrorCode] = {
     "storage_unavailable": ErrorCode(23010, 503, "Image store unavailable"),
     "bad_image": ErrorCode(23011, 400, "Not a readable image"),
     "image_too_large": ErrorCode(23012, 413, "Image has too many pixels"),
+    "image_format_not_allowed": ErrorCode(23013, 415, "Image format not supported"),
     # faces, lists, temporary attributes
     "face_not_found": ErrorCode(20001, 404, "Face not found"),
     "list_not_found": ErrorCode(20002, 404, "List not found"),
