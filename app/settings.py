@@ -81,6 +81,8 @@ SETTINGS: list[Setting] = [
             "on their queue; tasks may run longer than this"),
     Setting("worker_wait_timeout_s", float, 30.0, "seconds a REST call waits for a worker's result "
             "before answering 503"),
+    Setting("dependency_timeout_s", float, 2.0, "seconds a request waits for the database, Redis or "
+            "the object store to answer before it answers 503 naming the part that is down"),
     # accounts and tokens
     Setting("jwt_secret", str, "", "HS256 signing secret (empty: generated once into data_dir)", secret=True),
     Setting("jwt_ecdsa_key", str, "", "base64 of a PEM ECDSA P-256 private key; when set, tokens are "
@@ -92,6 +94,8 @@ SETTINGS: list[Setting] = [
             "auth does not pay the password hash on every request"),
     # requests
     Setting("max_request_mb", float, 20.0, "largest request body accepted, in MiB"),
+    Setting("request_body_timeout_s", float, 30.0, "seconds a client may pause while sending a request "
+            "body; a slower or endless body is cut off with 408"),
     Setting("page_size_default", int, 100, "page size when a list request gives none"),
     Setting("page_size_max", int, 1000, "largest page size a list request may ask for"),
     # image store
@@ -156,6 +160,8 @@ SETTINGS: list[Setting] = [
             "after the first arrives, when fewer than inference_batch_max are queued"),
     Setting("inference_max_image_pixels", int, 40_000_000, "largest image (width x height) the "
             "remote SDK decodes; larger ones answer 413 before decoding"),
+    Setting("image_decode_budget_mb", float, 512.0, "memory in MiB the image decodes of one process may "
+            "hold at once; a decode that would pass it waits for others to finish"),
     Setting("sdk_max_images", int, 32, "most images one /sdk, /detector or /iso request may carry"),
     Setting("sdk_url_fetch", bool, False, "let /sdk, /detector and /iso fetch images from http(s) "
             "URLs given in the request (off by default: it lets callers make the API send requests, "
