@@ -23,8 +23,10 @@ blp = Blueprint("attributes", __name__, url_prefix="/attributes", description="T
 @require("attribute", "creation")
 def create_attribute(body: dict[str, Any]) -> dict[str, Any]:
     """Store external descriptors (SDK or raw format) and/or basic attributes for `ttl` seconds."""
+    scope = current_principal().scope
+    service.check_samples(scope, body.get("sample_ids") or [])
     record = service.create_attribute(
-        current_principal().scope, descriptors=service.decode_descriptors(body.get("descriptors") or []),
+        scope, descriptors=service.decode_descriptors(body.get("descriptors") or []),
         basic_attributes=body.get("basic_attributes"), sample_ids=body.get("sample_ids") or [], ttl=body["ttl"])
     return {"attribute_id": record.attribute_id, "expire_time": record.expire_time}
 

@@ -23,6 +23,7 @@ import redis
 from app import settings
 from app.db import redis_client
 from app.errors import APIError
+from app.image_store import service as image_store
 from app.scope import Scope
 from inference import descriptor_format as fmt
 
@@ -127,6 +128,19 @@ def _ttl(ttl: int | None) -> int:
     if not 1 <= ttl <= s.attribute_ttl_max_s:
         raise APIError("validation", f"ttl: must be between 1 and {s.attribute_ttl_max_s} seconds")
     return ttl
+
+
+def check_samples(scope: Scope, sample_ids: Iterable[uuid.UUID]) -> None:
+    """Sample ids a client names must be face samples its scope can read: a face or attribute that
+    points at another account's sample would hand that image to whoever reads the face."""
+    kind = image_store.KINDS[image_store.SAMPLE_KINDS["face"]]
+    for sample_id in dict.fromkeys(sample_ids):
+        try:
+            image_store.head(kind, scope, sample_id)
+        except APIError as exc:
+            if exc.kind == "object_not_found":
+                raise APIError("object_not_found", f"sample_ids: face sample {sample_id} not found or expired") from None
+            raise
 
 
 def create_attribute(scope: Scope, *, descriptors: Mapping[int, bytes | np.ndarray] | None = None,

@@ -68,6 +68,7 @@ def _source(scope: Scope, item: dict[str, Any]) -> tuple[dict[int, bytes], dict[
         record = attributes.get_attribute(scope, item["attribute_id"])
         return record.descriptors, record.basic_attributes, [str(s) for s in record.sample_ids]
     descriptors = attributes.decode_descriptors(item.get("descriptors") or [])
+    attributes.check_samples(scope, item.get("sample_ids") or [])
     return descriptors, item.get("basic_attributes") or None, [str(s) for s in item.get("sample_ids") or []]
 
 

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import base64
+import io
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from inference import descriptor_format as fmt
 
@@ -40,3 +42,16 @@ def new_face(client: Any, account: Any, **body: Any) -> str:
 
 def face_with_descriptor(client: Any, account: Any, **body: Any) -> str:
     return new_face(client, account, descriptors=[{"descriptor": sdk()}], **body)
+
+
+def face_sample(client: Any, account: Any) -> str:
+    """A stored face sample of ``account``: faces and attributes only name samples their owner can read.
+    The default local store gets the platform's buckets first, as ``facegate buckets create`` would."""
+    from app.image_store import service as image_store
+
+    image_store.create_platform_buckets()
+    data = io.BytesIO()
+    Image.fromarray(_rng.integers(0, 255, (250, 250, 3), dtype=np.uint8)).save(data, "JPEG")
+    r = client.post("/samples/faces", data=data.getvalue(), content_type="image/jpeg", headers=account.auth)
+    assert r.status_code == 201, r.json
+    return r.json["sample_id"]

@@ -11,7 +11,7 @@ import pytest
 
 from app.scope import Scope
 from inference import descriptor_format as fmt
-from tests.api.faces_helpers import raw, sdk, vector
+from tests.api.faces_helpers import face_sample, raw, sdk, vector
 from tests.conftest import bearer
 
 
@@ -26,7 +26,7 @@ def _stored(redis_client, attribute_id):
 
 def test_create_read_samples_delete(client, account):
     vec = vector()
-    samples = [str(uuid.uuid4()), str(uuid.uuid4())]
+    samples = [face_sample(client, account), face_sample(client, account)]
     r = _create(client, account, descriptors=[{"descriptor": sdk(vec)}], sample_ids=samples,
                 basic_attributes={"age": 31.5, "gender": 1, "ethnicity": "asian"}, ttl=60)
     assert r.status_code == 201, r.json
@@ -126,7 +126,7 @@ def test_bad_requests(client, account):
 
 def test_other_accounts_see_nothing(client, account_factory):
     a, b = account_factory(), account_factory()
-    attribute_id = _create(client, a, basic_attributes={"age": 5}, sample_ids=[str(uuid.uuid4())]).json["attribute_id"]
+    attribute_id = _create(client, a, basic_attributes={"age": 5}, sample_ids=[face_sample(client, a)]).json["attribute_id"]
     for path in (f"/attributes/{attribute_id}", f"/attributes/{attribute_id}/samples"):
         assert client.get(path, headers=b.auth).status_code == 404
     assert client.head(f"/attributes/{attribute_id}", headers=b.auth).status_code == 404
@@ -162,3 +162,14 @@ def test_unreachable_redis_is_503(client, account, settings_override):
     settings_override(redis_url="redis://127.0.0.1:1/0")
     r = _create(client, account, basic_attributes={"age": 3})
     assert r.status_code == 503 and r.json["error_code"] == 20007
+
+
+def test_samples_must_be_the_callers_own(client, account_factory):
+    """Naming another account's sample (or one that never existed) would attach its image to ours."""
+    a, b = account_factory(), account_factory()
+    theirs = face_sample(client, a)
+    for sample_ids in ([theirs], [face_sample(client, b), theirs], [str(uuid.uuid4())]):
+        r = _create(client, b, basic_attributes={"age": 5}, sample_ids=sample_ids)
+        assert r.status_code == 404 and r.json["error_code"] == 23002, r.json
+        assert sample_ids[-1] in r.json["detail"]
+    assert _create(client, a, basic_attributes={"age": 5}, sample_ids=[theirs]).status_code == 201

@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from inference import descriptor_format as fmt
-from tests.api.faces_helpers import face_with_descriptor, new_face, new_list, raw, sdk, vector
+from tests.api.faces_helpers import face_sample, face_with_descriptor, new_face, new_list, raw, sdk, vector
 from tests.conftest import bearer
 
 
@@ -53,7 +53,7 @@ def test_descriptor_round_trip_sdk_and_raw(client, account):
 
 
 def test_face_from_attribute(client, account):
-    vec, sample = vector(), str(uuid.uuid4())
+    vec, sample = vector(), face_sample(client, account)
     attribute_id = client.post("/attributes", json={"descriptors": [{"descriptor": sdk(vec)}], "sample_ids": [sample],
                                                     "basic_attributes": {"age": 50}}, headers=account.auth).json["attribute_id"]
     face_id = new_face(client, account, attribute_id=attribute_id, user_data="from attr")
@@ -240,3 +240,12 @@ def test_token_permissions(client, account):
     assert client.post("/faces", json={}, headers=viewer).status_code == 403
     assert client.delete(f"/faces/{face_id}", headers=viewer).status_code == 403
     assert client.patch(f"/faces/{face_id}", json={"user_data": "x"}, headers=viewer).status_code == 403
+
+
+def test_faces_name_only_their_accounts_samples(client, account_factory):
+    a, b = account_factory(), account_factory()
+    theirs, mine = face_sample(client, a), face_sample(client, b)
+    r = client.post("/faces", json={"sample_ids": [mine, theirs]}, headers=b.auth)
+    assert r.status_code == 404 and r.json["error_code"] == 23002 and theirs in r.json["detail"]
+    assert client.get("/faces", headers=b.auth).json["faces"] == []  # nothing half-written
+    assert client.get(f"/faces/{new_face(client, b, sample_ids=[mine])}", headers=b.auth).json["sample_ids"] == [mine]
