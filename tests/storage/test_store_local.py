@@ -48,6 +48,22 @@ def test_layout_matches_the_documented_one(local_store: LocalStore) -> None:
     assert (json_meta["ttl_days"], json_meta["expires_at"]) == (-1, None)
 
 
+def test_only_the_owner_reads_the_store(tmp_path: Path) -> None:
+    """Faces are personal data: 0700 folders and 0600 files whatever the process umask says."""
+    old = os.umask(0o022)
+    try:
+        store = LocalStore(tmp_path / "store")
+        store.create_bucket("samples")
+        store.put("samples", oid(), b"\xff\xd8\xff jpeg", account_id="acc", content_type="image/jpeg")
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in (tmp_path / "store").rglob("*")}
+    modes["store"] = (tmp_path / "store").stat().st_mode & 0o777
+    assert len(modes) == 5  # root, bucket, shard, data file, record
+    assert {m for p, m in modes.items() if (tmp_path / p).is_dir()} == {0o700}
+    assert {m for p, m in modes.items() if (tmp_path / p).is_file()} == {0o600}
+
+
 def test_changing_format_leaves_no_stale_data_file(local_store: LocalStore) -> None:
     local_store.create_bucket("objects")
     object_id = oid()

@@ -52,6 +52,9 @@ _JPEG_SUFFIX = ".jpg"
 _TMP_PREFIX = ".tmp-"  # object ids cannot start with '.', so temporaries never shadow an object
 _JPEG_TYPES = frozenset({"image/jpeg", "image/jpg"})
 _READ_ATTEMPTS = 8
+# Faces are personal data: only the account the platform runs as may read the store.
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
 
 
 def _is_jpeg(content_type: str) -> bool:
@@ -63,7 +66,7 @@ def _write_temp(directory: Path, data: bytes) -> Path:
     final name, so the later rename is atomic)."""
     path = directory / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
     try:
-        with open(path, "xb") as f:
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -98,7 +101,7 @@ class LocalStore(ObjectStore):
         treats it as debris of an interrupted write rather than a write in progress."""
         super().__init__(clock)
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
         self._orphan_grace_s = orphan_grace_s
 
     # ---- paths -------------------------------------------------------------------------------
@@ -133,7 +136,7 @@ class LocalStore(ObjectStore):
         path = self.root / validate_bucket_name(name)
         ttl = None if ttl_days is None else validate_ttl(ttl_days)
         try:
-            path.mkdir()
+            path.mkdir(mode=_DIR_MODE)
         except FileExistsError:
             raise BucketExists(f"bucket {name!r} already exists") from None
         if ttl is not None:
@@ -213,7 +216,7 @@ class LocalStore(ObjectStore):
         ctype = content_type or DEFAULT_CONTENT_TYPE
         jpeg = _is_jpeg(ctype)
         record = self._meta_record(account_id, ctype, len(data), self._clock(), ttl)
-        shard.mkdir(exist_ok=True)
+        shard.mkdir(exist_ok=True, mode=_DIR_MODE)
         data_tmp = _write_temp(shard, data)
         try:
             meta_tmp = _write_temp(shard, json.dumps(record).encode())
