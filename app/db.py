@@ -6,6 +6,7 @@ request handlers do, so domain services can be called from either side.
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -65,13 +66,20 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.close()
 
 
+def _private_sqlite_file(path: str) -> None:
+    """The database file readable by its owner only; SQLite gives its -wal and -shm files the same
+    mode, and the umask would leave all three world-readable."""
+    file = settings.private_dir(os.path.dirname(os.path.abspath(path))) / os.path.basename(path)
+    os.close(os.open(file, os.O_WRONLY | os.O_CREAT, 0o600))
+    if file.stat().st_mode & 0o077:
+        file.chmod(0o600)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            from pathlib import Path
-
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(path)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

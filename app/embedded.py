@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
+from app import settings
+
 REDIS_PROCESS = "redis"
 
 
@@ -99,8 +101,8 @@ def redis_server_argv(redis_url: str, data_dir: str | os.PathLike[str]) -> list[
     if not _loopback(address.host):
         raise EmbeddedError(f"redis_url {_shown(redis_url)} is not a loopback address: the embedded "
                             "Redis serves only this machine; production runs its own Redis server")
-    folder = Path(data_dir) / "redis"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = settings.private_dir(data_dir) / "redis"
+    folder.mkdir(exist_ok=True, mode=0o700)
     bind = "127.0.0.1" if address.host == "localhost" else address.host
     argv = [
         redis_server_binary(),
@@ -458,9 +460,10 @@ class Supervisor:
 
 def run_platform(procfile: str | os.PathLike[str], *, grace_s: float = 10.0, out: TextIO | None = None) -> int:
     """``facegate run``: the Procfile under one supervisor, with the settings in force."""
-    from app import settings
-
     s = settings.current()
+    # Every process of the platform (beat's schedule, Redis, status files) writes for its owner only:
+    # the data folder holds faces and secrets.
+    os.umask(0o077)
     bin_dir = str(Path(sys.executable).parent)
     env = dict(os.environ)
     # Children find `facegate` and `celery` of this installation first.
@@ -493,7 +496,7 @@ def flower_credentials(data_dir: str | os.PathLike[str]) -> str:
     import tempfile
 
     path = flower_auth_path(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    settings.private_dir(path.parent)
     if not path.exists():
         fd, tmp = tempfile.mkstemp(prefix=".flower.auth.", dir=path.parent)  # mode 0600
         try:

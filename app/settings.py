@@ -245,6 +245,17 @@ class Settings:
         return Path(self.storage_local_path) if self.storage_local_path else self.data_path / "image_store"
 
 
+def private_dir(path: str | os.PathLike[str]) -> Path:
+    """``path`` made if missing and readable by its owner only: the data folder holds the SQLite
+    database, secrets and faces. A folder made group/world-readable by an older version is closed."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stat = folder.stat()
+    if stat.st_mode & 0o077 and stat.st_uid == os.getuid():
+        folder.chmod(0o700)
+    return folder
+
+
 def _mask(value: Any) -> str:
     """Hide a secret; for URLs keep the scheme, host, port and path so operators can still see where
     it points, and hide the user information (``redis://token@host`` carries a secret as the user)

@@ -72,7 +72,7 @@ def _hs256_secret(s: settings.Settings) -> str:
         return s.jwt_secret
     path = Path(s.data_dir) / "jwt.secret"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        settings.private_dir(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, secrets.token_urlsafe(48).encode())

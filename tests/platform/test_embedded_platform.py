@@ -68,6 +68,8 @@ def test_make_run_platform_survives_a_killed_worker(tmp_path: Path) -> None:
         user, _, password = embedded.flower_credentials(tmp_path / "data").partition(":")
         assert _get(flower, (user, password)) == 200
 
+        _assert_private(tmp_path / "data")
+
         assert p.stop(signal.SIGINT, timeout=60) == 0
         for pid in [*pids.values(), new_worker]:
             wait_until(lambda pid=pid: not pid_alive(pid), 10, what=f"pid {pid} to be gone")
@@ -85,3 +87,12 @@ def _get(url: str, auth: tuple[str, str] | None = None) -> int:
         return requests.get(url, auth=auth, timeout=10).status_code
     except requests.RequestException:
         return 0
+
+
+def _assert_private(data: Path) -> None:
+    """Nothing in the data folder (database, secrets, credentials, faces, beat's schedule) is
+    readable by others."""
+    open_to_others = [str(path.relative_to(data)) for path in [data, *data.rglob("*")] if path.stat().st_mode & 0o077]
+    assert open_to_others == []
+    names = {path.name for path in data.rglob("*")}
+    assert {"facegate.db", "jwt.secret", "flower.auth", "image_store", "redis"} <= names, names
