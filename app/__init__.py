@@ -6,13 +6,14 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from flask import Flask, Response, g, request, send_from_directory
 from flask_smorest import Api
 from werkzeug.exceptions import BadRequest
 from werkzeug.routing import BaseConverter
 
-from app import settings
+from app import jsonparse, settings
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,27 @@ def _view_locations(app: Flask) -> set[str]:
     return {p.get("in", "json") for p in params}
 
 
+def _not_utf8() -> str | None:
+    """What of the URL is not UTF-8, or None. Werkzeug would quietly keep such query bytes
+    percent-encoded and turn such path bytes into U+FFFD (``%ED%A0%80``, a lone surrogate, for one):
+    a filter or name the client did not send."""
+    try:
+        request.environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return "the path"
+    for pair in request.query_string.split(b"&"):
+        name = pair.partition(b"=")[0]
+        try:
+            unquote_to_bytes(pair.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            return f"query parameter '{unquote_to_bytes(name).decode('utf-8', 'replace')[:80]}'"
+    return None
+
+
+def _has_body() -> bool:
+    return (request.content_length or 0) > 0 or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from app import observability, openapi
     from app.auth import authenticate_request
@@ -60,6 +82,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     observability.configure_logging()
 
     app = Flask(__name__)
+    app.request_class = jsonparse.StrictRequest
+    app.json = jsonparse.StrictJSONProvider(app)
     app.url_map.converters["uuid"] = UUIDConverter
     app.config.update(
         API_TITLE="facegate",
@@ -97,18 +121,28 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     @app.before_request
     def _request_shape() -> None:
+        not_utf8 = _not_utf8()
+        if not_utf8:
+            raise APIError("validation", f"{not_utf8} is not valid UTF-8 once percent-decoded")
         if request.routing_exception is not None or request.endpoint is None:
             return
         locations = _view_locations(app)
         if request.args and "query" not in locations:
             raise APIError("unknown_query_param",
                            f"unknown query parameter(s): {', '.join(sorted(request.args))}")
-        has_body = request.method in {"POST", "PUT", "PATCH"} and (request.content_length or 0) > 0
-        if has_body and "json" in locations and not request.is_json:
+        if request.method in {"POST", "PUT", "PATCH"} and _has_body() and "json" in locations and not request.is_json:
             raise APIError("unsupported_media_type",
                            f"expected application/json, got '{request.content_type or 'none'}'")
 
     app.before_request(authenticate_request)
+
+    @app.before_request
+    def _json_body() -> None:
+        # Every JSON body meets the strict parser here, before a handler or webargs (which parses
+        # with the standard library) reads it; after authentication, so anonymous callers cannot
+        # make the API parse bodies for endpoints they may not use.
+        if request.routing_exception is None and request.is_json and request.get_data(cache=True):
+            request.get_json()
 
     @app.after_request
     def _stamp(response: Response) -> Response:
