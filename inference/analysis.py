@@ -12,7 +12,6 @@ attributes from the :class:`Analysis` it gets back.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -278,14 +277,11 @@ def aggregate(found: list[Analysis]) -> Aggregate:
     return result
 
 
-def iso_report(data: bytes, image: np.ndarray, thresholds: dict[str, Any] | None) -> dict[str, Any]:
-    """ISO/IEC 19794-5-style checks of one image as JSON (``inference.iso``)."""
-    from PIL import Image
-
+def iso_report(image_format: str, image: np.ndarray, thresholds: dict[str, Any] | None) -> dict[str, Any]:
+    """ISO/IEC 19794-5-style checks of one image as JSON (``inference.iso``); ``image_format`` is
+    the container's, as :func:`inference.images.read_header` found it."""
     from inference import iso
 
-    with Image.open(io.BytesIO(data)) as header:
-        image_format = header.format
     report = iso.check_image(image, image_format, thresholds)
     return {"result": report.result, "face": rect(report.face) if report.face is not None else None,
             "checks": [plain(c) for c in report.checks]}

@@ -30,16 +30,14 @@ found. ``IsoReport.result`` is 1 only when every check ran and passed.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-from PIL import Image
 
 from inference import registry
 from inference.align import face_chip
-from inference.images import DEFAULT_MAX_PIXELS, decode_image
+from inference.images import DEFAULT_MAX_PIXELS, decode, decode_budget, read_header
 from inference.types import Detection
 
 
@@ -237,9 +235,8 @@ def check_image(image: np.ndarray, image_format: str | None, thresholds: dict[st
 
 
 def check_bytes(data: bytes, thresholds: dict[str, Any] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> IsoReport:
-    """Checks for an uploaded file; the format comes from its header, the pixels from
-    :func:`inference.images.decode_image` (which raises ``ImageError`` for unusable bytes)."""
-    image = decode_image(data, max_pixels)
-    with Image.open(io.BytesIO(data)) as header:
-        image_format = header.format
-    return check_image(image, image_format, thresholds)
+    """Checks for an uploaded file; the format and pixels come from :mod:`inference.images`
+    (which raises ``ImageError`` for unusable bytes)."""
+    header = read_header(data, max_pixels)
+    with decode_budget([header]):
+        return check_image(decode(data, header), header.format, thresholds)

@@ -170,7 +170,7 @@ def _analyze_batch(items: list[Any]) -> list[Any]:
 
 def _iso_batch(items: list[Any]) -> list[Any]:
     # inference.iso checks one image at a time, on the batcher thread like every model call.
-    return [analysis.iso_report(data, image, thresholds) for data, image, thresholds in items]
+    return [analysis.iso_report(image_format, image, thresholds) for image_format, image, thresholds in items]
 
 
 @celery.task(name="inference.sdk", acks_late=True, bind=True)
@@ -180,9 +180,9 @@ def sdk_task(self: Any, scope: str, refs: list[dict[str, str]], options: dict[st
     def work() -> dict[str, Any]:
         analysis.require(options)
         owner = Scope.from_wire(scope)
-        loaded = sdk.load_images(owner, refs)
-        found = batcher.run(_analyze_batch, [(image, options) for _, image in loaded])
-        sizes = [image.shape[:2] for _, image in loaded]
+        with sdk.load_images(owner, refs) as loaded:  # the decode budget holds until the models are done
+            found = batcher.run(_analyze_batch, [(image, options) for _, image in loaded])
+            sizes = [image.shape[:2] for _, image in loaded]
         return sdk.finish(self.request.id, owner, refs, sizes, found, options)
 
     return _inference(work)
@@ -193,8 +193,8 @@ def sdk_task(self: Any, scope: str, refs: list[dict[str, str]], options: dict[st
 def iso_task(scope: str, refs: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
     """ISO/IEC 19794-5-style checks of each image of one /iso request."""
     def work() -> dict[str, Any]:
-        loaded = sdk.load_images(Scope.from_wire(scope), refs)
-        reports = batcher.run(_iso_batch, [(data, image, params.get("thresholds")) for data, image in loaded])
+        with sdk.load_images(Scope.from_wire(scope), refs) as loaded:
+            reports = batcher.run(_iso_batch, [(fmt, image, params.get("thresholds")) for fmt, image in loaded])
         return {"images": [{"filename": ref["filename"], **report} for ref, report in zip(refs, reports)]}
 
     return _inference(work)

@@ -51,7 +51,7 @@ from app.image_store.backends.buckets import (
 )
 from app.image_store.backends.cleanup import CleanupLock, RedisLock, run_cleanup
 from app.scope import Scope
-from inference.images import DEFAULT_MAX_PIXELS, ImageDecodeError, ImageTooLarge, decode_image
+from inference import images as image_check
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,10 +61,13 @@ JPEG_QUALITY = 95
 THUMBNAIL_PX = 160
 THUMBNAIL_SUFFIX = "_thumb"
 BATCH_MAX = 1000  # one S3 DeleteObjects call
-# Formats the image resources take as raw bodies; everything is stored as JPEG.
+# Content types the image resources take as raw bodies; the format itself is judged by content
+# (inference.images.ALLOWED_FORMATS), whatever the type says. Everything is stored as JPEG.
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/bmp", "image/tiff", "image/webp"})
 _MIME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
-_ORIENTATION_TAG = 0x0112
+# Beyond the decode itself, converting holds per pixel: PIL's copy of the RGB array to encode
+# from (4 bytes) and the thumbnail's copy (4).
+_CONVERSION_BYTES_PER_PIXEL = 8
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -129,13 +132,22 @@ def store() -> ObjectStore:
         return _build(s.storage_type, tuple(sorted(options.items())))
 
 
-# ---- images ---------------------------------------------------------------------------------
-def _decode(data: bytes) -> np.ndarray:
+# ---- images ----------------------------------------------------------------------------------
+@contextmanager
+def _checked(data: bytes) -> Iterator[tuple[image_check.ImageHeader, np.ndarray]]:
+    """The image's header and every pixel, decoded under the process's decode budget, which is
+    held until the block ends (the conversions that follow hold memory too)."""
+    s = settings.current()
     try:
-        return decode_image(data, DEFAULT_MAX_PIXELS)
-    except ImageTooLarge as exc:
-        raise APIError("image_too_large", str(exc)) from exc
-    except ImageDecodeError as exc:
+        header = image_check.read_header(data, s.inference_max_image_pixels, s.image_decode_budget_mb)
+        with image_check.decode_budget([header], s.image_decode_budget_mb, _CONVERSION_BYTES_PER_PIXEL):
+            yield header, image_check.decode(data, header)
+    except image_check.ImageFormatNotAllowed as exc:
+        raise APIError("image_format_not_allowed", str(exc)) from exc
+    except image_check.ImageTooLarge as exc:
+        raise APIError("image_too_large", f"{exc} (settings inference_max_image_pixels, image_decode_budget_mb)") \
+            from exc
+    except image_check.ImageError as exc:
         raise APIError("bad_image", str(exc)) from exc
 
 
@@ -147,22 +159,6 @@ def _encode_jpeg(pixels: np.ndarray | Image.Image, max_side: int | None = None) 
     out = io.BytesIO()
     image.save(out, "JPEG", quality=JPEG_QUALITY)
     return out.getvalue()
-
-
-def _is_upright_rgb_jpeg(data: bytes) -> bool:
-    """Such an input is stored byte for byte: re-encoding would only lose quality."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return (image.format == "JPEG" and image.mode == "RGB"
-                    and image.getexif().get(_ORIENTATION_TAG, 1) == 1)
-    except Exception:  # noqa: BLE001 - anything PIL cannot even open is judged by _decode
-        return False
-
-
-def to_jpeg(data: bytes) -> tuple[bytes, np.ndarray]:
-    """Any readable image -> (JPEG bytes, its RGB pixels), upright per EXIF, alpha on white."""
-    pixels = _decode(data)
-    return (data if _is_upright_rgb_jpeg(data) else _encode_jpeg(pixels)), pixels
 
 
 def _array_to_jpeg(image: np.ndarray) -> bytes:
@@ -225,18 +221,25 @@ def put(kind: Kind, scope: Scope, data: bytes, content_type: str, *,
         raise APIError("bad_request", f"{kind.name} has no thumbnails")
     oid = str(object_id or uuid.uuid4())
     owner = str(scope.owner)
+    if not kind.images:
+        return store().put(kind.bucket, oid, data, account_id=owner, content_type=content_type, ttl_days=ttl)
+    with _checked(data) as (header, pixels):
+        # An upright RGB JPEG is stored byte for byte: re-encoding would only lose quality.
+        keep_bytes = header.format == "JPEG" and header.upright and header.mode == "RGB"
+        return _put_image(kind, owner, oid, data if keep_bytes else _encode_jpeg(pixels), pixels, ttl, thumbnail,
+                          replaced=object_id is not None)
+
+
+def _put_image(kind: Kind, owner: str, oid: str, jpeg: bytes, pixels: np.ndarray, ttl: int | None,
+               thumbnail: bool, replaced: bool) -> StoredObject:
     s = store()
-    pixels = None
-    if kind.images:
-        data, pixels = to_jpeg(data)
-        content_type = JPEG
     # The image first: its ownership check keeps anyone from placing a thumbnail under an id that
     # another account holds.
-    obj = s.put(kind.bucket, oid, data, account_id=owner, content_type=content_type, ttl_days=ttl)
+    obj = s.put(kind.bucket, oid, jpeg, account_id=owner, content_type=JPEG, ttl_days=ttl)
     if thumbnail:
         s.put(kind.bucket, thumbnail_id(oid), _encode_jpeg(pixels, THUMBNAIL_PX), account_id=owner,
               content_type=JPEG, ttl_days=ttl)
-    elif kind.thumbnails and object_id is not None:
+    elif kind.thumbnails and replaced:
         s.delete_many(kind.bucket, [thumbnail_id(oid)], owner)  # a replaced image's old thumbnail
     return obj
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +33,7 @@ from app.image_store import service as image_store
 from app.image_store.backends.buckets import IMAGE_ORIGIN
 from app.scope import Scope
 from inference import analysis, descriptor_format, registry
-from inference.images import ImageDecodeError, ImageTooLarge, decode_image
+from inference import images as image_check
 
 # Uploaded images are kept byte for byte (the ISO format check needs the original container) in
 # the source-image bucket for a day at most; the API deletes them once the task has answered.
@@ -97,10 +99,12 @@ def run(task_name: str, scope: Scope, images: list[SourceImage], params: dict[st
     nothing behind for good.
     """
     check_count(images)
+    s = settings.current()
+    for image in images:  # all refused before any is stored: a refused request leaves nothing behind
+        with image_errors(image.name):
+            image_check.read_header(image.data, s.inference_max_image_pixels, s.image_decode_budget_mb)
     refs = []
     for image in images:
-        if not image.data:
-            raise APIError("bad_image", f"image '{image.name}': empty")
         obj = image_store.put(SOURCE, scope, image.data, image.content_type, ttl=SOURCE_TTL_DAYS)
         refs.append({"image_id": obj.id, "filename": image.name})
     try:
@@ -136,20 +140,37 @@ def unavailable_error(exc: analysis.Unavailable | registry.EstimatorUnavailable)
     return APIError("estimator_disabled" if exc.disabled else "estimator_unavailable", str(exc))
 
 
-def load_images(scope: Scope, refs: list[dict[str, str]]) -> list[tuple[bytes, np.ndarray]]:
-    """(bytes, RGB pixels) of each stored source image; errors name the image."""
-    max_pixels = settings.current().inference_max_image_pixels
-    out = []
-    for ref in refs:
-        name = ref["filename"]
-        data = image_store.get(SOURCE, scope, ref["image_id"])[0]
-        try:
-            out.append((data, decode_image(data, max_pixels)))
-        except ImageTooLarge as exc:
-            raise APIError("image_too_large", f"image '{name}': {exc} (setting inference_max_image_pixels)") from None
-        except ImageDecodeError as exc:
-            raise APIError("bad_image", f"image '{name}': {exc}") from None
-    return out
+@contextmanager
+def image_errors(name: str) -> Iterator[None]:
+    """``inference.images`` errors as the API's, naming the image and the setting behind a limit."""
+    try:
+        yield
+    except image_check.ImageFormatNotAllowed as exc:
+        raise APIError("image_format_not_allowed", f"image '{name}': {exc}") from None
+    except image_check.ImageTooLarge as exc:
+        raise APIError("image_too_large", f"image '{name}': {exc} (settings inference_max_image_pixels, "
+                                          "image_decode_budget_mb)") from None
+    except image_check.ImageError as exc:
+        raise APIError("bad_image", f"image '{name}': {exc}") from None
+
+
+@contextmanager
+def load_images(scope: Scope, refs: list[dict[str, str]]) -> Iterator[list[tuple[str, np.ndarray]]]:
+    """(format, RGB pixels) of each stored source image, decoded under one hold of the process's
+    decode budget that lasts until the block ends: the pixels live on through the models, and
+    concurrent tasks wait for memory instead of adding to it. Errors name the image."""
+    s = settings.current()
+    stored = [(ref["filename"], image_store.get(SOURCE, scope, ref["image_id"])[0]) for ref in refs]
+    headers = []
+    for name, data in stored:
+        with image_errors(name):
+            headers.append(image_check.read_header(data, s.inference_max_image_pixels, s.image_decode_budget_mb))
+    with image_check.decode_budget(headers, s.image_decode_budget_mb):
+        out = []
+        for (name, data), header in zip(stored, headers):
+            with image_errors(name):
+                out.append((header.format, image_check.decode(data, header)))
+        yield out
 
 
 def derived_id(task_id: str, *parts: Any) -> uuid.UUID:
