@@ -1,15 +1,18 @@
-"""The Blueprint every resource module uses (query strings are as strict as JSON bodies), and the
-one shape of a filtered list endpoint."""
+"""The Blueprint every resource module uses (query strings are as strict as JSON bodies, and what
+the OpenAPI document says of arguments and security is what the API does), and the one shape of a
+filtered list endpoint."""
 from __future__ import annotations
 
 from typing import Any, Callable
 
 import flask_smorest
+from marshmallow import Schema
 from sqlalchemy.orm import Session
 from webargs.flaskparser import FlaskParser
 
-from app.auth import current_principal
+from app.auth import PUBLIC_ENDPOINTS, current_principal
 from app.db import session_scope
+from app.openapi import PUBLIC
 from app.pagination import page_answer
 from app.scope import Scope
 
@@ -20,8 +23,32 @@ class StrictParser(FlaskParser):
     DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None, "querystring": None}
 
 
+def is_public(endpoint: str, view: Callable[..., Any]) -> bool:
+    """Whether :func:`app.auth.authenticate_request` lets anonymous callers through."""
+    return endpoint in PUBLIC_ENDPOINTS or getattr(view, "_public", False)
+
+
 class Blueprint(flask_smorest.Blueprint):
+    """Keeps what the OpenAPI document says of each operation true to what the API does."""
+
     ARGUMENTS_PARSER = StrictParser()
+
+    def arguments(self, schema: type[Schema] | Schema, *, location: str = "json", required: bool | None = None,
+                  **kwargs: Any) -> Callable[[Any], Any]:
+        """Bad arguments answer 400 (app.errors), not flask-smorest's 422. A JSON body is required
+        exactly when its schema has a required field: a missing body loads as ``{}``, so with only
+        optional fields the API accepts it."""
+        if required is None:
+            instance = schema() if isinstance(schema, type) else schema
+            required = any(field.required for field in instance.fields.values())
+        return super().arguments(schema, location=location, required=required, error_status_code=400, **kwargs)
+
+    def add_url_rule(self, rule: str, endpoint: str | None = None, view_func: Callable[..., Any] | None = None,
+                     provide_automatic_options: bool | None = None, **kwargs: Any) -> None:
+        """Public operations declare no security (the document's default is Basic or Bearer)."""
+        if view_func is not None and is_public(f"{self.name}.{endpoint or view_func.__name__}", view_func):
+            view_func = self.doc(security=PUBLIC)(view_func)
+        super().add_url_rule(rule, endpoint, view_func, provide_automatic_options, **kwargs)
 
 
 Fetch = Callable[[Session, Scope, dict[str, Any], int, int], list[Any]]

@@ -4,29 +4,23 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from marshmallow import Schema, ValidationError, fields, validates_schema
+from marshmallow import Schema, fields
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from app import settings
-from app.schemas import INT32, StrictSchema
+from app.schemas import INT32, SettingMax, StrictSchema
 
 T = TypeVar("T")
 
 
 class PaginationArgs(StrictSchema):
-    """``page`` (from 1) and ``page_size`` (capped by the ``page_size_max`` setting)."""
+    """``page`` (from 1) and ``page_size`` (the ``page_size_default`` setting when not given, at
+    most ``page_size_max``)."""
 
     page = fields.Integer(load_default=1, validate=INT32)
-    page_size = fields.Integer(load_default=None, validate=INT32)
-
-    @validates_schema
-    def _cap(self, data: dict[str, Any], **_: Any) -> None:
-        s = settings.current()
-        if data.get("page_size") is None:
-            data["page_size"] = s.page_size_default
-        elif data["page_size"] > s.page_size_max:
-            raise ValidationError(f"must be at most {s.page_size_max}", "page_size")
+    page_size = fields.Integer(load_default=lambda: settings.current().page_size_default,
+                               validate=SettingMax("page_size_max"))
 
 
 def page_of(items: str, item_schema: type[Schema], name: str) -> type[Schema]:

@@ -24,6 +24,7 @@ from app.auth import current_principal, public, require, require_basic_auth
 from app.blueprint import Blueprint
 from app.db import session_scope
 from app.errors import APIError
+from app.openapi import BASIC_ONLY
 from app.pagination import PaginationArgs, page_answer
 from app.scope import get_or_404
 
@@ -68,6 +69,7 @@ def get_account(account_id: uuid.UUID) -> Any:
 @accounts_blp.route("/<uuid:account_id>", methods=["PATCH"])
 @accounts_blp.arguments(AccountPatchSchema)
 @accounts_blp.response(200, AccountSchema)
+@accounts_blp.doc(security=BASIC_ONLY)
 def patch_account(body: dict[str, Any], account_id: uuid.UUID) -> Any:
     """Change the password or description (Basic auth only)."""
     require_basic_auth()
@@ -78,6 +80,7 @@ def patch_account(body: dict[str, Any], account_id: uuid.UUID) -> Any:
 
 @accounts_blp.route("/<uuid:account_id>", methods=["DELETE"])
 @accounts_blp.response(204)
+@accounts_blp.doc(security=BASIC_ONLY)
 def delete_account(account_id: uuid.UUID) -> None:
     """Delete the account and revoke its tokens (Basic auth only)."""
     require_basic_auth()
@@ -92,12 +95,14 @@ tokens_blp = Blueprint("tokens", __name__, url_prefix="/tokens", description="To
 
 def _check_visibility(visibility_area: str | None, account_type: str) -> None:
     if visibility_area == "all" and account_type != "advanced_user":
-        raise APIError("validation", "visibility_area: 'all' needs an advanced_user account")
+        # The value is valid; this account may not hold it (as with the account types of POST /accounts).
+        raise APIError("account_type_forbidden", "visibility_area 'all' needs an advanced_user account")
 
 
 @tokens_blp.route("", methods=["POST"])
 @tokens_blp.arguments(TokenCreateSchema)
 @tokens_blp.response(201, TokenCreatedSchema)
+@tokens_blp.doc(security=BASIC_ONLY)
 def create_token(body: dict[str, Any]) -> dict[str, Any]:
     """Issue a token (Basic auth only)."""
     principal = require_basic_auth()
@@ -129,6 +134,7 @@ def get_token(token_id: uuid.UUID) -> Any:
 @tokens_blp.route("/<uuid:token_id>", methods=["PATCH"])
 @tokens_blp.arguments(TokenPatchSchema)
 @tokens_blp.response(200, TokenSchema)
+@tokens_blp.doc(security=BASIC_ONLY)
 def patch_token(body: dict[str, Any], token_id: uuid.UUID) -> Any:
     """Change permissions, description, expiry; applies to the issued JWT at once (Basic auth only)."""
     principal = require_basic_auth()
@@ -139,6 +145,7 @@ def patch_token(body: dict[str, Any], token_id: uuid.UUID) -> Any:
 
 @tokens_blp.route("/<uuid:token_id>", methods=["DELETE"])
 @tokens_blp.response(204)
+@tokens_blp.doc(security=BASIC_ONLY)
 def delete_token(token_id: uuid.UUID) -> None:
     """Revoke a token (Basic auth only)."""
     principal = require_basic_auth()

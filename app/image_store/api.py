@@ -27,6 +27,7 @@ from app.errors import APIError
 from app.image_store import service
 from app.image_store.backends import StoredObject
 from app.image_store.schemas import (
+    BUCKET_NAME,
     BucketCreateSchema,
     BucketListSchema,
     BucketSchema,
@@ -36,6 +37,7 @@ from app.image_store.schemas import (
     TTLSchema,
     ids_schema,
 )
+from app.openapi import BASIC_ONLY
 from app.pagination import PaginationArgs, offset, page_answer
 
 
@@ -169,6 +171,7 @@ def _operator() -> None:
 @buckets_blp.route("", methods=["POST"])
 @buckets_blp.arguments(BucketCreateSchema)
 @buckets_blp.response(201, BucketSchema)
+@buckets_blp.doc(security=BASIC_ONLY)
 def create_bucket(body: dict[str, Any]) -> dict[str, Any]:
     """Create a bucket; `ttl` becomes the default TTL of objects stored in it without one."""
     _operator()
@@ -178,6 +181,7 @@ def create_bucket(body: dict[str, Any]) -> dict[str, Any]:
 @buckets_blp.route("", methods=["GET"])
 @buckets_blp.arguments(PaginationArgs, location="query")
 @buckets_blp.response(200, BucketListSchema)
+@buckets_blp.doc(security=BASIC_ONLY)
 def list_buckets(args: dict[str, Any]) -> dict[str, Any]:
     """Every bucket with its default TTL, by name."""
     _operator()
@@ -186,9 +190,12 @@ def list_buckets(args: dict[str, Any]) -> dict[str, Any]:
     return page_answer("buckets", [{"bucket": name, "ttl": ttl} for name, ttl in buckets], page, page_size)
 
 
-@buckets_blp.route("/<string:bucket>", methods=["PUT"])
+@buckets_blp.route("/<string:bucket>", methods=["PUT"],
+                   parameters=[{"in": "path", "name": "bucket", "required": True,
+                                "schema": {"type": "string", **BUCKET_NAME}}])
 @buckets_blp.arguments(TTLSchema)
 @buckets_blp.response(200, BucketSchema)
+@buckets_blp.doc(security=BASIC_ONLY)
 def set_bucket_ttl(body: dict[str, Any], bucket: str) -> dict[str, Any]:
     """Set the default TTL for objects stored later without one (and, on local disk, for objects
     stored while the bucket had no TTL)."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from marshmallow import ValidationError, fields, validate
+from marshmallow import fields, validate
 
-from app.image_store.backends import ALLOWED_TTL_DAYS, TTL_FOREVER, InvalidTTL, validate_ttl
+from app.image_store.backends import ALLOWED_TTL_DAYS, TTL_FOREVER
+from app.image_store.backends.base import _BUCKET_NAME_RE
 from app.image_store.service import BATCH_MAX
 from app.pagination import page_of
 from app.schemas import StrictSchema
@@ -14,17 +15,12 @@ from app.schemas import StrictSchema
 TTL_DESCRIPTION = f"days, one of {list(ALLOWED_TTL_DAYS)}, or {TTL_FOREVER} to keep forever"
 
 
-def _ttl(value: int) -> None:
-    # The store's own check, so the API accepts exactly what the store does; as a schema error
-    # the detail names the field.
-    try:
-        validate_ttl(value)
-    except InvalidTTL as exc:
-        raise ValidationError(str(exc)) from None
+# The values the store's own check (validate_ttl) takes, as an enum the OpenAPI document shows.
+TTL_VALUES = validate.OneOf([*ALLOWED_TTL_DAYS, TTL_FOREVER])
 
 
 def ttl_field(description: str = TTL_DESCRIPTION, **kwargs: Any) -> fields.Integer:
-    return fields.Integer(validate=_ttl, metadata={"description": description}, **kwargs)
+    return fields.Integer(validate=TTL_VALUES, metadata={"description": description}, **kwargs)
 
 
 class StoreCreateArgs(StrictSchema):
@@ -55,9 +51,13 @@ class DeletedSchema(StrictSchema):
         "description": "ids actually deleted; missing ones and other accounts' are left out"})
 
 
+# The store checks bucket names itself (with its own error code, 23007); the document shows its rule.
+BUCKET_NAME = {"pattern": f"^{_BUCKET_NAME_RE.pattern}$",
+               "description": "3-63 lower-case letters, digits or '-', starting and ending with a letter or digit"}
+
+
 class BucketCreateSchema(StrictSchema):
-    bucket = fields.String(required=True, metadata={
-        "description": "3-63 lower-case letters, digits or '-', starting and ending with a letter or digit"})
+    bucket = fields.String(required=True, metadata=BUCKET_NAME)
     ttl = ttl_field(f"default TTL of its objects, {TTL_DESCRIPTION}; default: the bucket_ttl_days setting")
 
 

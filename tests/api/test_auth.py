@@ -147,7 +147,7 @@ def test_token_validation(client, account):
     r = client.post("/tokens", json={"permissions": {"spaceship": ["view"]}}, headers=account.auth)
     assert r.status_code == 400 and "spaceship" in r.json["detail"]
     r = client.post("/tokens", json={"permissions": {}, "visibility_area": "all"}, headers=account.auth)
-    assert r.status_code == 400 and "visibility_area" in r.json["detail"]
+    assert r.status_code == 403 and "visibility_area" in r.json["detail"]
     r = client.post("/tokens", json={"permissions": {}, "expiration_time": "2030-01-01T00:00:00"},
                     headers=account.auth)
     assert r.status_code == 400 and "expiration_time" in r.json["detail"]
