@@ -235,10 +235,18 @@ def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 def undeclared(spec: dict[str, Any], schema: dict[str, Any], value: Any, where: str = "") -> list[str]:
     """Fields of ``value`` that ``schema`` does not declare, wherever the schema lists properties."""
     schema = resolve(spec, schema)
-    for key in ("anyOf", "oneOf", "allOf"):
-        if key in schema:
-            options = [undeclared(spec, s, value, where) for s in schema[key]]
-            return [] if any(not o for o in options) else min(options, key=len)
+    if "allOf" in schema:  # every part applies: their properties add up
+        parts = [resolve(spec, s) for s in schema["allOf"]]
+        merged = {k: v for k, v in schema.items() if k != "allOf"}
+        merged["properties"] = {**{k: v for part in parts for k, v in part.get("properties", {}).items()},
+                                **schema.get("properties", {})}
+        schema = merged
+    if "properties" not in schema:
+        for key in ("anyOf", "oneOf"):  # alternatives: the value is declared if one of them declares it
+            if key in schema:
+                options = [undeclared(spec, s, value, where) for s in schema[key]]
+                return [] if any(not o for o in options) else min(options, key=len)
+    # (an anyOf beside declared properties only adds rules between them, e.g. "one of these is required")
     if isinstance(value, dict):
         props = schema.get("properties")
         extra = schema.get("additionalProperties")
@@ -314,3 +322,27 @@ def test_example_checker_catches_an_undeclared_field(openapi: dict[str, Any]) ->
     schema = json_schema(op["requestBody"]["content"])
     assert undeclared(openapi, schema, {"user_data": "x"}) == []
     assert undeclared(openapi, schema, {"user_data": "x", "colour": "red"}) == ["colour"]
+    spec = {"components": {"schemas": {"A": {"properties": {"a": {}}}}}}
+    ruled = {"properties": {"x": {}, "y": {}}, "anyOf": [{"required": ["x"]}, {"required": ["y"]}]}
+    assert undeclared(spec, ruled, {"x": 1, "y": 2}) == []
+    assert undeclared(spec, ruled, {"x": 1, "z": 2}) == ["z"]
+    assert undeclared(spec, {"allOf": [{"$ref": "#/components/schemas/A"}, {"properties": {"b": {}}}]},
+                      {"a": 1, "b": 2, "c": 3}) == ["c"]
+    either = {"oneOf": [{"properties": {"a": {}}}, {"properties": {"b": {}}}]}
+    assert undeclared(spec, either, {"b": 1}) == []
+    assert undeclared(spec, either, {"c": 1}) == ["c"]
+
+
+def test_sections_follow_the_services_order(openapi: dict[str, Any]) -> None:
+    """Sections come service by service in the order of ``app.SERVICES`` (the blueprints' order)."""
+    from app import SERVICES
+
+    services = {name: n for n, name in enumerate(SERVICES)}
+    blueprint_service = {}
+    for name in SERVICES:
+        module = __import__(f"app.{name}.api", fromlist=["BLUEPRINTS"])
+        for blp in module.BLUEPRINTS:
+            blueprint_service[blp.name] = services[name]
+    ops = operations(openapi)  # flask-smorest tags each operation with its blueprint's name
+    order = [blueprint_service[ops[name]["tags"][0]] for name in sections() if name in ops]
+    assert order == sorted(order), "docs/api.md sections are not grouped in the order of app.SERVICES"
