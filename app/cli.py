@@ -39,26 +39,10 @@ def main(config_file: str | None, config_reload: bool | None, pulling_time: int 
 @click.option("--host", default=None, help="listen address (api_host)")
 @click.option("--port", type=int, default=None, help="listen port (api_port)")
 def api(host: str | None, port: int | None) -> None:
-    """Serve the REST API with gunicorn."""
-    from gunicorn.app.base import BaseApplication
+    """Serve the REST API with gunicorn (app.server: its limits and error answers)."""
+    from app import server
 
-    s = settings.current()
-
-    class _Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            self.cfg.set("bind", f"{host or s.api_host}:{port or s.api_port}")
-            self.cfg.set("workers", s.api_workers)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", 8)
-            self.cfg.set("timeout", int(s.worker_wait_timeout_s) + 30)
-            self.cfg.set("accesslog", "-")
-
-        def load(self) -> Any:
-            from app import create_app
-
-            return create_app()
-
-    _Server().run()
+    server.serve(host, port)
 
 
 @main.group()
