@@ -53,24 +53,35 @@ if _REDIS_BROKER:
         # Broker hiccups: dead connections are noticed and replaced, never waited on forever.
         "health_check_interval": 10,
         "socket_keepalive": True,
-        "socket_connect_timeout": 10,
+        "socket_connect_timeout": _s.dependency_timeout_s,  # a server that is down is retried, not awaited
         "socket_timeout": 30,
         "retry_on_timeout": True,
     }
 else:
     broker_transport_options = {"confirm_publish": True}  # a send returns once RabbitMQ has it
     broker_heartbeat = 10  # a lost worker machine is noticed in ~20 s, its tasks redelivered
-result_backend_transport_options: dict = {}
+# Outages (docs/deployment.md "Outages"): a request meets a dependency that is down within
+# dependency_timeout_s, answered 503 by app.dispatch. Celery's result consumer (the API waiting for
+# an answer) reconnects for that long instead of its default 20 tries a second apart (a request
+# hung ~19 s, then a 500); a worker storing a result is not bounded by it (result_backend_always_retry
+# below retries that policy for as long as Redis is away).
+_DEPENDENCY_S = _s.dependency_timeout_s
+result_backend_transport_options: dict = {
+    "retry_policy": {"max_retries": 20, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+                     "timeout": _DEPENDENCY_S},
+}
 
-# A worker retries the broker forever (the default gives up, and exits, after 100 tries).
+# A worker retries the broker forever (the default gives up, and exits, after 100 tries); each try
+# waits dependency_timeout_s for the connection, so the API's sends do too.
 broker_connection_retry = True
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None
-broker_connection_timeout = 10
+broker_connection_timeout = _DEPENDENCY_S
 # Results, pub/sub and revokes on Redis: the same care.
 redis_backend_health_check_interval = 10
 redis_socket_keepalive = True
-redis_socket_connect_timeout = 10
+redis_socket_connect_timeout = _DEPENDENCY_S
+redis_socket_timeout = _DEPENDENCY_S
 redis_retry_on_timeout = True
 result_backend_always_retry = True  # storing a result waits out a Redis restart, does not fail the task
 result_backend_base_sleep_between_retries_ms = 100

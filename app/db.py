@@ -1,11 +1,12 @@
 """Database engine and sessions, and the Redis client, shared by the API and the Celery tasks.
 
-Nothing here depends on Flask: tasks open sessions with :func:`session_scope` exactly as
+Nothing here needs a request: tasks open sessions with :func:`session_scope` exactly as
 request handlers do, so domain services can be called from either side.
 """
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import threading
 from contextlib import contextmanager
@@ -15,10 +16,17 @@ from typing import Any, Iterator
 
 import redis
 from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from app import settings
+from app.errors import unavailable_when
+
+# A database that is down or refuses connections, whichever driver: the API answers 503
+# ``database_unavailable`` (app.errors), a task sends the same code back (app.dispatch.reported).
+# TimeoutError is the pool's: every connection busy for ``dependency_timeout_s``.
+unavailable_when("database_unavailable", sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -83,7 +91,15 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=settings.current().database_pool_size, pool_pre_ping=True)
+    s = settings.current()
+    # A database that is down must cost a request seconds, not the OS's TCP timeout: connecting and
+    # waiting for a pooled connection are bounded by dependency_timeout_s (libpq counts whole
+    # seconds, 2 at least). The pre-ping replaces connections a restart killed, so the first
+    # request after an outage works without restarting anything.
+    postgres = url.startswith("postgresql")
+    connect_args = {"connect_timeout": max(2, math.ceil(s.dependency_timeout_s))} if postgres else {}
+    return create_engine(url, pool_size=s.database_pool_size, pool_pre_ping=True,
+                         pool_timeout=s.dependency_timeout_s, connect_args=connect_args)
 
 
 def engine() -> Engine:
@@ -119,14 +135,15 @@ def session_scope() -> Iterator[Session]:
 
 
 @lru_cache(maxsize=8)
-def _redis_for(url: str) -> redis.Redis:
+def _redis_for(url: str, timeout_s: float) -> redis.Redis:
     # Short timeouts: a Redis that is down must answer a request with a fast error, not stall it.
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
 def redis_client() -> redis.Redis:
     """The pooled Redis client for ``redis_url`` (results, pub/sub, temporary attributes, locks)."""
-    return _redis_for(settings.current().redis_url)
+    s = settings.current()
+    return _redis_for(s.redis_url, s.dependency_timeout_s)
 
 
 def dispose_all() -> None:

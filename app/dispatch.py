@@ -12,7 +12,12 @@ Answers travel in one envelope: a task body wrapped with :func:`reported` return
 ``{"result": ...}`` or ``{"error": {"kind", "detail"}}`` for an :class:`APIError`, and
 :func:`unwrap` raises that same error in the API, so a 4xx decided on the worker reaches the client
 unchanged. In a chain, a step receives its predecessor's result unwrapped, and an error skips
-the remaining steps and comes out at the end.
+the remaining steps and comes out at the end. A task whose database (or other dependency) is down
+answers that part's 503 code in the envelope, with a fixed detail, never the driver's text.
+
+A part that is down answers 503 naming it within ``dependency_timeout_s``: ``result_store_unavailable``
+when the result store (Redis, ``redis_url``) cannot take the answer, ``broker_unavailable`` when the
+broker cannot take the task. The worker side keeps retrying its broker forever (celeryconfig).
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
 from app import settings
-from app.errors import APIError
+from app.errors import DEPENDENCY_KINDS, ERRORS, APIError, as_unavailable, describe, unavailable, unavailable_when
 from app.observability import request_id_var
 
 log = logging.getLogger(__name__)
@@ -50,8 +55,16 @@ def _send_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
 F = TypeVar("F", bound=Callable[..., Any])
 _ERROR = "error"
 _RESULT = "result"
-# What a broker or result store that is down raises on the API side.
-_UNREACHABLE = (OperationalError, redis.RedisError, ConnectionError)
+# What a broker that is down raises on the API side: kombu turns its transport's connection errors
+# into OperationalError; sockets raise ConnectionError.
+_BROKER_DOWN = (OperationalError, ConnectionError)
+unavailable_when("broker_unavailable", OperationalError)
+
+
+def _result_store_gave_up(exc: BaseException) -> bool:
+    """Celery's result consumer reports a Redis that did not come back within its retry policy
+    (celeryconfig) as a bare RuntimeError ("Retry limit exceeded ...") raised from the Redis error."""
+    return isinstance(exc, RuntimeError) and isinstance(exc.__cause__, redis.RedisError)
 
 
 # ---- the envelope ------------------------------------------------------------------------------
@@ -88,9 +101,22 @@ def reported(func: F) -> F:
         try:
             return {_RESULT: func(*args, **kwargs)}
         except APIError as exc:
-            return {_ERROR: {"kind": exc.kind, "detail": exc.detail}}
+            return _error_envelope(func.__name__, exc, exc.__cause__)
+        except Exception as exc:
+            down = as_unavailable(exc)
+            if down is None:
+                raise  # a crash: the task fails, the caller gets task_failed, this log the traceback
+            return _error_envelope(func.__name__, down, exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _error_envelope(task: str, exc: APIError, cause: BaseException | None) -> dict[str, Any]:
+    if exc.status >= 500:  # one line for the failure; the API logs its own when it answers
+        log.warning("task %s answered %d %s (%s)", task, exc.error.code, exc.kind,
+                    describe(cause) if cause is not None else exc.detail)
+    detail = unavailable(exc.kind).detail if exc.kind in DEPENDENCY_KINDS else exc.detail
+    return {_ERROR: {"kind": exc.kind, "detail": detail}}
 
 
 def unwrap(answer: Any) -> Any:
@@ -98,7 +124,10 @@ def unwrap(answer: Any) -> Any:
     if not _is_envelope(answer):
         raise APIError("task_failed", "the task answered outside the envelope")
     if _ERROR in answer:
-        raise APIError(answer[_ERROR]["kind"], answer[_ERROR]["detail"])
+        kind = answer[_ERROR].get("kind")
+        if kind not in ERRORS:  # a worker of another version: still the error shape, never a KeyError
+            raise APIError("task_failed", "the task answered an unknown error")
+        raise APIError(kind, answer[_ERROR]["detail"])
     return answer[_RESULT]
 
 
@@ -135,18 +164,31 @@ def _wait_s(timeout: float | None) -> float:
 
 def send(sig: Signature, timeout: float | None = None) -> AsyncResult:
     """Enqueue ``sig`` (a task, chain or chord) to expire after ``timeout`` seconds (default: the
-    ``worker_wait_timeout_s`` setting); 503 when the broker cannot take it."""
+    ``worker_wait_timeout_s`` setting); 503 naming the part when the result store or the broker
+    cannot take it."""
     _expiring(sig, datetime.now(timezone.utc) + timedelta(seconds=_wait_s(timeout)))
+    # The answer will come through the result store: a task whose answer nobody can read is not
+    # sent. One round trip, and the outage is named and answered at once instead of through
+    # Celery's reconnect loop.
+    try:
+        celery.backend.client.ping()
+    except redis.RedisError as exc:
+        raise unavailable("result_store_unavailable") from exc
     try:
         return sig.apply_async()
-    except _UNREACHABLE as exc:
-        log.warning("broker refused a task: %s", type(exc).__name__)
-        raise APIError("broker_unavailable", "the task queue is not reachable; try again later") from None
+    except RuntimeError as exc:
+        if not _result_store_gave_up(exc):
+            raise
+        raise unavailable("result_store_unavailable") from exc
+    except redis.RedisError as exc:  # a Redis broker's errors arrive as OperationalError (kombu)
+        raise unavailable("result_store_unavailable") from exc
+    except _BROKER_DOWN as exc:
+        raise unavailable("broker_unavailable") from exc
 
 
 def wait(result: AsyncResult, timeout: float | None = None) -> Any:
     """The answer of a sent task (for a canvas: of its last task), unwrapped; 503 when none
-    comes within ``timeout`` seconds."""
+    comes within ``timeout`` seconds, or when the result store goes away meanwhile."""
     timeout = _wait_s(timeout)
     try:
         value = result.get(timeout=timeout, propagate=False, interval=0.05)
@@ -155,11 +197,15 @@ def wait(result: AsyncResult, timeout: float | None = None) -> Any:
         result.revoke()
         raise APIError("worker_timeout", f"task {result.id} got no answer within {timeout:g} s; "
                                          "are the workers running?") from None
-    except _UNREACHABLE:
-        raise APIError("broker_unavailable", "the result store is not reachable; try again later") from None
+    except RuntimeError as exc:
+        if not _result_store_gave_up(exc):
+            raise
+        raise unavailable("result_store_unavailable") from exc
+    except (redis.RedisError, *_BROKER_DOWN) as exc:
+        raise unavailable("result_store_unavailable") from exc
     if result.failed():
-        log.error("task %s failed: %s", result.id, type(value).__name__)
-        raise APIError("task_failed", f"task {result.id} failed; the worker log has the details")
+        crash = value if isinstance(value, BaseException) else None
+        raise APIError("task_failed", f"task {result.id} failed; the worker log has the details") from crash
     return unwrap(value)
 
 

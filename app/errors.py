@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -164,9 +164,57 @@ def _from_http_exception(exc: HTTPException) -> APIError:
     return APIError(kind, exc.description or "")
 
 
+# ---- dependencies that are down ----------------------------------------------------------------
+# The parts the API depends on, by the 503 code that names each. Their answers carry a fixed detail
+# whoever raised them (a service here, or a worker through the task envelope), so no host, port,
+# query or driver text reaches a client; the log line has the cause.
+DEPENDENCY_KINDS = frozenset({"database_unavailable", "broker_unavailable", "result_store_unavailable",
+                              "storage_unavailable", "attributes_unavailable"})
+
+# Exception classes that mean "this part is down". The modules that own a client register theirs
+# (app.db the database, app.dispatch the broker), so this module imports none of those libraries.
+_UNAVAILABLE: list[tuple[tuple[type[BaseException], ...], str]] = []
+
+
+def unavailable_when(kind: str, *classes: type[BaseException]) -> None:
+    """Declare that ``classes``, raised anywhere, mean the part behind ``kind`` is down."""
+    if kind not in DEPENDENCY_KINDS:
+        raise ValueError(f"{kind} does not name a dependency")
+    _UNAVAILABLE.append((classes, kind))
+
+
+def unavailable(kind: str) -> APIError:
+    """The answer for a part that is down: its code and the fixed detail."""
+    return APIError(kind, f"{ERRORS[kind].desc}; try again later")
+
+
+def as_unavailable(exc: BaseException) -> APIError | None:
+    """The 503 that ``exc`` means when it comes from a dependency that is down, else None."""
+    for classes, kind in _UNAVAILABLE:
+        if isinstance(exc, classes):
+            return unavailable(kind)
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    """``exc`` in one log line: its type and the first line of its text (drivers write several)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+
+
+def _log_failure(exc: APIError, cause: str) -> None:
+    # One line per failed request, never a traceback: an outage of a few minutes must not bury the
+    # log under thousands of identical stacks. The request id on the line finds the rest.
+    log.warning("%s %s answered %d %s (%s)", request.method, request.path, exc.error.code, exc.kind, cause)
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(APIError)
     def _api_error(exc: APIError) -> Response:
+        if exc.status >= 500:
+            _log_failure(exc, exc.detail if exc.__cause__ is None else f"{exc.detail}; {describe(exc.__cause__)}")
+        if exc.kind in DEPENDENCY_KINDS:
+            exc = unavailable(exc.kind)
         return error_response(exc)
 
     @app.errorhandler(HTTPException)
@@ -175,6 +223,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
+        down = as_unavailable(exc)
+        if down is not None:
+            _log_failure(down, describe(exc))
+            return error_response(down)
         log.exception("unhandled error")
         return error_response(APIError("internal", "unexpected error; see the service log with this request id"))
 

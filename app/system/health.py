@@ -24,7 +24,7 @@ def check_database() -> None:
 
 def check_broker() -> None:
     with dispatch.celery.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=3)
+        conn.ensure_connection(max_retries=1, timeout=settings.current().dependency_timeout_s)
 
 
 def check_redis() -> None:

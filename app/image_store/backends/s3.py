@@ -101,7 +101,7 @@ class S3Store(ObjectStore):
         verify_ssl: bool = True,
         bucket_prefix: str = "",
         addressing_style: str = "path",
-        connect_timeout_s: float = 5.0,
+        connect_timeout_s: float = 2.0,
         clock: Clock = utc_now,
     ) -> None:
         """``bucket_prefix`` is prepended to every bucket name on the server (several deployments
@@ -126,9 +126,12 @@ class S3Store(ObjectStore):
                 # servers reject; only send them where the API demands one.
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
-                retries={"mode": "standard", "max_attempts": 3},
-                # An unreachable S3 must fail a request (and the health check) in seconds, not minutes.
-                connect_timeout=connect_timeout_s,
+                # An S3 that is down must fail a request (and the health check) within about
+                # connect_timeout_s (the dependency_timeout_s setting), not minutes: one retry, for a
+                # dropped connection, and half the time for each connection attempt. Reading a large
+                # object from a live S3 keeps the long read timeout.
+                retries={"mode": "standard", "total_max_attempts": 2},
+                connect_timeout=connect_timeout_s / 2,
                 read_timeout=max(30.0, connect_timeout_s),
             ),
         )
