@@ -3,6 +3,7 @@ restarted, and their logs kept for the failure message."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -114,3 +115,86 @@ class WorkerProcess:
             self.popen.wait(timeout=10)
         except ProcessLookupError:
             pass
+
+
+class LoggedProcess:
+    """Any command of the platform (the API, a worker), in its own process group, its output in a
+    log file that a test reads back (log lines, tracebacks) and shows on failure."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], name: str) -> None:
+        self.argv = argv
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.name = f"{name}-{uuid.uuid4().hex[:6]}"
+        self.log_path = Path(tempfile.mkstemp(prefix=f"facegate-{self.name}-", suffix=".log")[1])
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> LoggedProcess:
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def wait_for(self, text: str, timeout: float = 90) -> LoggedProcess:
+        def seen() -> bool:
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited:\n{self.log()[-4000:]}")
+            return text in self.log()
+
+        wait_until(seen, timeout, 0.2, f"{self.name} to log {text!r}")
+        return self
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        assert self.popen is not None
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of the test's own (initdb into a scratch folder, pg_ctl on a free
+    port), to be stopped and started again while the platform runs. As root the server runs as
+    ``postgres``, as scripts/services.sh does."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="facegate-pg-"))
+        self.data = self.folder / "data"
+        self.port = free_port()
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres")
+        self._pg("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _pg(self, tool: str, *args: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        done = subprocess.run([*prefix, shutil.which(tool) or tool, *args], capture_output=True, timeout=60)
+        if done.returncode:
+            raise AssertionError(f"{tool} {' '.join(args)} failed:\n{done.stdout.decode()}{done.stderr.decode()}")
+
+    def start(self) -> PostgresServer:
+        self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"), "-w", "-o",
+                 f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off", "start")
+        return self
+
+    def stop(self) -> None:
+        self._pg("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
