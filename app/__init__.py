@@ -5,13 +5,16 @@ import importlib.util
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
+import flask
 from flask import Flask, Response, g, request, send_from_directory
 from flask_smorest import Api
 from werkzeug.exceptions import BadRequest
 from werkzeug.routing import BaseConverter
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import LimitedStream, get_input_stream
 
 from app import jsonparse, settings
 
@@ -40,6 +43,37 @@ class UUIDConverter(BaseConverter):
 
     def to_url(self, value: Any) -> str:
         return str(value)
+
+
+class _MaxStream(LimitedStream):
+    """A streamed body capped at max_content_length. werkzeug's ``readall`` (``get_data``) stops
+    at the cap and returns what it has, so a chunked body past the limit reached handlers cut
+    short, as a truncated image or broken JSON; this one refuses it with 413."""
+
+    def __init__(self, source: IO[bytes], limit: int) -> None:
+        super().__init__(source, limit, is_max=True)
+        self._source = source
+
+    def readall(self) -> bytes:
+        data = super().readall()
+        if self.is_exhausted and self._source.read(1):
+            self.on_exhausted()
+        return data
+
+
+class Request(flask.Request):
+    @cached_property
+    def stream(self) -> IO[bytes]:
+        limit = self.max_content_length
+        if limit is not None and self.content_length is None and "wsgi.input_terminated" in self.environ:
+            return _MaxStream(self.environ["wsgi.input"], limit)
+        return get_input_stream(self.environ, max_content_length=limit)
+
+    def on_json_loading_failed(self, e: ValueError | None) -> Any:
+        from app.errors import APIError
+
+        detail = f"request body: {e}" if isinstance(e, jsonparse.JSONRejected) else "request body is not JSON"
+        raise APIError("bad_json", detail)
 
 
 def _view_locations(app: Flask) -> set[str]:
@@ -82,7 +116,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     observability.configure_logging()
 
     app = Flask(__name__)
-    app.request_class = jsonparse.StrictRequest
+    app.request_class = Request
     app.json = jsonparse.StrictJSONProvider(app)
     app.url_map.converters["uuid"] = UUIDConverter
     app.config.update(

@@ -13,7 +13,6 @@ import math
 import re
 from typing import Any
 
-from flask import Request
 from flask.json.provider import DefaultJSONProvider
 
 MAX_DEPTH = 64
@@ -94,11 +93,3 @@ class StrictJSONProvider(DefaultJSONProvider):
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return loads(s)
 
-
-class StrictRequest(Request):
-    """A body the strict parser refuses answers ``bad_json`` with the parser's reason."""
-
-    def on_json_loading_failed(self, e: ValueError | None) -> Any:
-        from app.errors import APIError
-
-        raise APIError("bad_json", f"request body: {e}" if isinstance(e, JSONRejected) else "request body is not JSON")

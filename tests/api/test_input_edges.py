@@ -6,6 +6,7 @@ tests/platform/test_http_edges.py."""
 from __future__ import annotations
 
 import base64
+import io
 import re
 from typing import Any
 
@@ -201,3 +202,19 @@ def test_basic_credentials_that_are_not_ascii(client, value):
 @pytest.mark.parametrize("url", ["/faces", "/lists", "/verifiers", "/tokens"])
 def test_numbers_past_64_bits_stay_fixed(client, account, url, query):
     assert_refused(client.get(f"{url}?{query}", headers=account.auth), "validation")
+
+
+def test_a_streamed_body_past_max_request_mb_is_413_not_cut_short(client, account):
+    """A body of unknown length (chunked) is read up to the limit; werkzeug alone would hand the
+    handler its first max_request_mb bytes as if that were all."""
+    limit = client.application.config["MAX_CONTENT_LENGTH"]
+    fits = b'{"user_data": "streamed"}'
+    for url, headers in (("/accounts", {}), ("/lists", account.auth), ("/images", account.auth)):
+        for size in (limit + 1, limit + 4096, 3 * limit):
+            r = client.post(url, input_stream=io.BytesIO(fits + b" " * (size - len(fits))), headers=headers,
+                            content_type="application/json" if url != "/images" else "image/jpeg",
+                            environ_overrides={"wsgi.input_terminated": True})
+            assert_refused(r, "too_large")
+    r = client.post("/lists", input_stream=io.BytesIO(fits + b" " * (limit - len(fits))), headers=account.auth,
+                    content_type="application/json", environ_overrides={"wsgi.input_terminated": True})
+    assert r.status_code == 201, r.json  # exactly at the limit
