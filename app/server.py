@@ -30,6 +30,8 @@ from gunicorn.workers.gthread import ThreadWorker
 from werkzeug.exceptions import BadRequest, RequestTimeout
 
 from app import settings
+from app.errors import APIError
+from app.observability import REQUEST_ID_HEADER, new_request_id
 
 # gunicorn's limits, named here because the docs promise them (docs/architecture.md, Request limits).
 LIMIT_REQUEST_LINE = 4094  # bytes of "METHOD /path?query HTTP/1.1"
@@ -75,12 +77,9 @@ class PacedSocket(socket.socket):
         prior = self.gettimeout()
         if prior == 0.0:  # non-blocking: the caller polls, nobody waits here
             return super().recv(bufsize, flags)
-        budget = self.pause_s + self.received / MIN_BYTES_PER_S - self.waited
-        wait = min(self.pause_s, budget)
-        why = (f"no request data for {self.pause_s:g} s" if wait == self.pause_s else
-               f"the request arrives slower than {MIN_BYTES_PER_S} bytes/s after its first {self.pause_s:g} s")
+        wait = min(self.pause_s, self.pause_s + self.received / MIN_BYTES_PER_S - self.waited)
         if wait <= 0:
-            raise self._stalled(prior, why)
+            raise self._stalled(prior, wait)
         # A caller that bounds the read itself (gunicorn draining an unread body) keeps its bound.
         ours = prior is None or wait < prior
         self.settimeout(wait if ours else prior)
@@ -90,15 +89,16 @@ class PacedSocket(socket.socket):
         except TimeoutError:
             if not ours:
                 raise
-            raise self._stalled(prior, why) from None
+            raise self._stalled(prior, wait) from None
         finally:
             self.waited += time.monotonic() - started
             self.settimeout(prior)
         self.received += len(data)
         return data
 
-    @staticmethod
-    def _stalled(prior: float | None, why: str) -> Exception:
+    def _stalled(self, prior: float | None, wait: float) -> Exception:
+        why = (f"no request data for {self.pause_s:g} s" if wait == self.pause_s else
+               f"the request arrives slower than {MIN_BYTES_PER_S} bytes/s after its first {self.pause_s:g} s")
         # Inside a read the caller bounded itself, it expects its own TimeoutError.
         return RequestStalled(why) if prior is None else TimeoutError(why)
 
@@ -145,7 +145,7 @@ def _guard_input(wsgi: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable
 
 # What gunicorn refuses, as (kind, status, detail). Fixed texts: gunicorn's own messages quote the
 # request back, and an error detail never carries more than the client needs.
-_REFUSALS: list[tuple[type[BaseException], str, int, str]] = [
+_REFUSALS: list[tuple[type[BaseException] | tuple[type[BaseException], ...], str, int, str]] = [
     (http_errors.LimitRequestLine, "uri_too_long", 414,
      f"request line longer than {LIMIT_REQUEST_LINE} bytes; send long inputs in the body"),
     (http_errors.LimitRequestHeaders, "headers_too_large", 431,
@@ -168,8 +168,9 @@ def refusal(exc: BaseException) -> tuple[str, int, str] | None:
     """The answer to a request gunicorn could not take, or None when the fault is ours."""
     if isinstance(exc, RequestStalled):
         return "body_timeout", 408, exc.description or ""
-    if isinstance(exc, (http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName)):
-        return None  # a header the application tried to send
+    if isinstance(exc, (http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName,
+                        http_errors.ConfigurationProblem)):
+        return None  # a header the application tried to send, or gunicorn's configuration
     for classes, kind, status, detail in _REFUSALS:
         if isinstance(exc, classes):
             return kind, status, detail
@@ -178,9 +179,6 @@ def refusal(exc: BaseException) -> tuple[str, int, str] | None:
 
 def error_answer(kind: str, status: int, detail: str) -> bytes:
     """A complete HTTP response in the API's error shape, closing the connection."""
-    from app.errors import APIError
-    from app.observability import REQUEST_ID_HEADER, new_request_id
-
     body = json.dumps(APIError(kind, detail, status=status).to_dict()).encode()
     head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
