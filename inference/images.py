@@ -18,6 +18,8 @@ API can answer with a clear 4xx instead of a 500 from deep inside PIL.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
 import itertools
 import re
@@ -80,6 +82,29 @@ class ImageHeader:
     upright: bool  # no EXIF rotation to apply
     decode_bytes: int  # peak memory of decode() for this image, estimated
     jpeg_scan_end: int | None = None  # see _jpeg_scans
+
+
+# ---- memory given back ------------------------------------------------------------------------
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+_MMAP_THRESHOLD_BYTES = 4 * 2**20
+
+
+def _large_blocks_back_to_the_system() -> None:
+    """Make glibc map every allocation of 4 MiB or more on its own, so freeing it returns it.
+
+    By default glibc raises its mmap threshold to the size of each large block freed, up to
+    32 MiB; from then on Pillow's 16 MiB pixel blocks, encoder outputs and request bodies come
+    from per-thread heaps that keep the memory after it is freed. An API process that had decoded
+    a few 40 MP images from its 8 threads stayed at 1.1 GB, a worker at 2.8 GB
+    (bench/image_memory.py); with a fixed threshold they fall back once the images are done."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):
+        pass  # not glibc: its allocator keeps its own policy
+
+
+_large_blocks_back_to_the_system()
 
 
 # ---- the decode budget ----------------------------------------------------------------------
@@ -332,17 +357,35 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
-def decode(data: bytes, header: ImageHeader) -> np.ndarray:
-    """Every pixel of an image :func:`read_header` passed -> (H, W, 3) uint8 RGB, upright per its
+def decode_rgb(data: bytes, header: ImageHeader) -> Image.Image:
+    """Every pixel of an image :func:`read_header` passed, as a PIL RGB image, upright per its
     EXIF orientation, alpha on white. Call it inside :func:`decode_budget`. Raises
     ``ImageDecodeError`` for data that is corrupt or ends early."""
     if header.jpeg_scan_end is not None:
         # Pillow ends a JPEG decode once the last row is out, without waiting for the EOI marker
         data = data[:header.jpeg_scan_end] + _JPEG_LOOKAHEAD_PAD
-    with _pil_errors(), Image.open(io.BytesIO(data)) as image:
+    with _pil_errors():
+        image = Image.open(io.BytesIO(data))  # not closed: closing a PIL image drops its pixels
         image.load()
-        rgb = _to_rgb(ImageOps.exif_transpose(image))
-        return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+        if not header.upright:  # exif_transpose copies even an upright image
+            image = ImageOps.exif_transpose(image)
+        return _to_rgb(image)
+
+
+_STRIP_ROWS = 256
+
+
+def decode(data: bytes, header: ImageHeader) -> np.ndarray:
+    """:func:`decode_rgb` as an (H, W, 3) uint8 array. Copied out in strips of rows: a whole PIL
+    image to numpy goes through ``tobytes``, which holds its chunks and their join, 6 bytes per
+    pixel on top of the 3 the array keeps."""
+    image = decode_rgb(data, header)
+    width, height = image.size
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    for top in range(0, height, _STRIP_ROWS):
+        bottom = min(height, top + _STRIP_ROWS)
+        out[top:bottom] = np.asarray(image.crop((0, top, width, bottom)))
+    return out
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -65,9 +65,6 @@ BATCH_MAX = 1000  # one S3 DeleteObjects call
 # (inference.images.ALLOWED_FORMATS), whatever the type says. Everything is stored as JPEG.
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/bmp", "image/tiff", "image/webp"})
 _MIME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
-# Beyond the decode itself, converting holds per pixel: PIL's copy of the RGB array to encode
-# from (4 bytes) and the thumbnail's copy (4).
-_CONVERSION_BYTES_PER_PIXEL = 8
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -134,14 +131,14 @@ def store() -> ObjectStore:
 
 # ---- images ----------------------------------------------------------------------------------
 @contextmanager
-def _checked(data: bytes) -> Iterator[tuple[image_check.ImageHeader, np.ndarray]]:
-    """The image's header and every pixel, decoded under the process's decode budget, which is
-    held until the block ends (the conversions that follow hold memory too)."""
+def _checked(data: bytes) -> Iterator[tuple[image_check.ImageHeader, Image.Image]]:
+    """The image's header and every pixel as a PIL RGB image, decoded under the process's decode
+    budget, which is held until the block ends (the JPEG encoding works on those pixels)."""
     s = settings.current()
     try:
         header = image_check.read_header(data, s.inference_max_image_pixels, s.image_decode_budget_mb)
-        with image_check.decode_budget([header], s.image_decode_budget_mb, _CONVERSION_BYTES_PER_PIXEL):
-            yield header, image_check.decode(data, header)
+        with image_check.decode_budget([header], s.image_decode_budget_mb):
+            yield header, image_check.decode_rgb(data, header)
     except image_check.ImageFormatNotAllowed as exc:
         raise APIError("image_format_not_allowed", str(exc)) from exc
     except image_check.ImageTooLarge as exc:
@@ -151,20 +148,22 @@ def _checked(data: bytes) -> Iterator[tuple[image_check.ImageHeader, np.ndarray]
         raise APIError("bad_image", str(exc)) from exc
 
 
-def _encode_jpeg(pixels: np.ndarray | Image.Image, max_side: int | None = None) -> bytes:
-    image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels, "RGB")
-    if max_side is not None:
-        image = image.copy()
-        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+def _encode_jpeg(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, "JPEG", quality=JPEG_QUALITY)
     return out.getvalue()
 
 
+def _thumbnail_jpeg(image: Image.Image) -> bytes:
+    """Shrinks ``image`` in place: a copy would hold as much memory again as the decode."""
+    image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
+    return _encode_jpeg(image)
+
+
 def _array_to_jpeg(image: np.ndarray) -> bytes:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
         raise APIError("bad_image", f"expected an (H, W, 3) uint8 RGB array, got {image.dtype} {image.shape}")
-    return _encode_jpeg(np.ascontiguousarray(image))
+    return _encode_jpeg(Image.fromarray(np.ascontiguousarray(image), "RGB"))
 
 
 # ---- kinds ----------------------------------------------------------------------------------
@@ -223,23 +222,18 @@ def put(kind: Kind, scope: Scope, data: bytes, content_type: str, *,
     owner = str(scope.owner)
     if not kind.images:
         return store().put(kind.bucket, oid, data, account_id=owner, content_type=content_type, ttl_days=ttl)
-    with _checked(data) as (header, pixels):
+    with _checked(data) as (header, image):
         # An upright RGB JPEG is stored byte for byte: re-encoding would only lose quality.
         keep_bytes = header.format == "JPEG" and header.upright and header.mode == "RGB"
-        return _put_image(kind, owner, oid, data if keep_bytes else _encode_jpeg(pixels), pixels, ttl, thumbnail,
-                          replaced=object_id is not None)
-
-
-def _put_image(kind: Kind, owner: str, oid: str, jpeg: bytes, pixels: np.ndarray, ttl: int | None,
-               thumbnail: bool, replaced: bool) -> StoredObject:
+        jpeg = data if keep_bytes else _encode_jpeg(image)
+        thumb = _thumbnail_jpeg(image) if thumbnail else None
     s = store()
     # The image first: its ownership check keeps anyone from placing a thumbnail under an id that
     # another account holds.
     obj = s.put(kind.bucket, oid, jpeg, account_id=owner, content_type=JPEG, ttl_days=ttl)
-    if thumbnail:
-        s.put(kind.bucket, thumbnail_id(oid), _encode_jpeg(pixels, THUMBNAIL_PX), account_id=owner,
-              content_type=JPEG, ttl_days=ttl)
-    elif kind.thumbnails and replaced:
+    if thumb is not None:
+        s.put(kind.bucket, thumbnail_id(oid), thumb, account_id=owner, content_type=JPEG, ttl_days=ttl)
+    elif kind.thumbnails and object_id is not None:
         s.delete_many(kind.bucket, [thumbnail_id(oid)], owner)  # a replaced image's old thumbnail
     return obj
 
