@@ -114,11 +114,12 @@ _PREFIX = "facegate:attribute:"
 
 @contextmanager
 def _store() -> Iterator[None]:
-    """Redis errors as the API's 503, naming only the kind of failure."""
+    """Redis errors as the API's 503 (its client waits dependency_timeout_s at most); the cause is
+    kept for the log line, never shown (app.errors)."""
     try:
         yield
     except redis.RedisError as exc:
-        raise APIError("attributes_unavailable", f"attribute store: {type(exc).__name__}") from None
+        raise APIError("attributes_unavailable", f"attribute store: {type(exc).__name__}") from exc
 
 
 def _ttl(ttl: int | None) -> int:

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from app import settings
 from app.db import session_scope
+from app.errors import describe
 from app.faces import changes
 from inference import descriptor_format as fmt
 from matcher.cache import Chunk, ListCache
@@ -169,8 +170,9 @@ class CacheFollower:
                 log.info("matcher cache loaded: %d lists, %d descriptors in %.2f s (feed seq %d)",
                          len(self.cache.list_ids()), self.descriptor_count(), seconds, self.cache.version)
             except Exception as exc:  # the database may come up after the worker; keep trying
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("matcher cache load failed; retrying")
+                # /matcher/status shows last_error to callers: the type only, the log has the text.
+                self.last_error = type(exc).__name__
+                log.warning("matcher cache load failed, retrying: %s", describe(exc))
                 self._stop.wait(_RETRY_S[min(attempt, len(_RETRY_S) - 1)])
                 attempt += 1
         while not self._stop.is_set():
@@ -179,16 +181,18 @@ class CacheFollower:
                 self.catch_up()
                 self.last_error = None
             except Exception as exc:  # a failed poll is retried at the next one
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("matcher cache poll failed: %s", exc)
+                self.last_error = type(exc).__name__
+                log.warning("matcher cache poll failed: %s", describe(exc))
             self._wake.wait(settings.current().matcher_cache_poll_s)
 
     def _listen(self) -> None:
         """Turn pub/sub announcements into wake-ups; while Redis is away the poll alone runs."""
         while not self._stop.is_set():
-            url = settings.current().redis_url
+            s = settings.current()
+            url = s.redis_url
             try:
-                pubsub = redis.Redis.from_url(url, socket_connect_timeout=2).pubsub(ignore_subscribe_messages=True)
+                client = redis.Redis.from_url(url, socket_connect_timeout=s.dependency_timeout_s)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(changes.channel())
                 self._wake.set()  # anything announced before the subscription is caught by this poll
                 while not self._stop.is_set() and settings.current().redis_url == url:
