@@ -138,7 +138,11 @@ def _checked(data: bytes) -> Iterator[tuple[image_check.ImageHeader, Image.Image
     try:
         header = image_check.read_header(data, s.inference_max_image_pixels, s.image_decode_budget_mb)
         with image_check.decode_budget([header], s.image_decode_budget_mb):
-            yield header, image_check.decode_rgb(data, header)
+            image = image_check.decode_rgb(data, header)
+            try:
+                yield header, image
+            finally:
+                image.close()  # the pixels go when the budget is given back, whatever still names them
     except image_check.ImageFormatNotAllowed as exc:
         raise APIError("image_format_not_allowed", str(exc)) from exc
     except image_check.ImageTooLarge as exc:

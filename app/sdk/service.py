@@ -174,7 +174,10 @@ def load_images(scope: Scope, refs: list[dict[str, str]]) -> Iterator[list[tuple
         for (name, data), header in zip(stored, headers):
             with image_errors(name):
                 out.append((header.format, image_check.decode(data, header)))
-        yield out
+        try:
+            yield out
+        finally:
+            out.clear()  # the pixels go when the budget is given back, whatever still names the list
 
 
 def derived_id(task_id: str, *parts: Any) -> uuid.UUID:
