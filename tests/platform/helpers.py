@@ -182,9 +182,20 @@ class PostgresServer:
 
     def _pg(self, tool: str, *args: str) -> None:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        done = subprocess.run([*prefix, shutil.which(tool) or tool, *args], capture_output=True, timeout=60)
+        done = subprocess.run([*prefix, self._binary(tool), *args], capture_output=True, timeout=60)
         if done.returncode:
             raise AssertionError(f"{tool} {' '.join(args)} failed:\n{done.stdout.decode()}{done.stderr.decode()}")
+
+    @staticmethod
+    def _binary(tool: str) -> str:
+        # On PATH, or where Debian's postgresql package puts it (what scripts/services.sh installs).
+        installed = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{tool}"),
+                           key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0)
+        found = shutil.which(tool) or (installed[-1] if installed else None)
+        if found is None:
+            raise AssertionError(f"{tool} is needed (PostgreSQL server binaries): neither on PATH nor in "
+                                 "/usr/lib/postgresql/*/bin")
+        return str(found)
 
     def start(self) -> PostgresServer:
         self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"), "-w", "-o",

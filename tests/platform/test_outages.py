@@ -1,6 +1,7 @@
-"""Dependencies going down under a running platform: PostgreSQL, Redis and S3 of the test's own
-(on their own ports) are stopped and started again while the API (gunicorn, as deployed) and a
-worker keep running.
+"""Dependencies going down under a running platform: PostgreSQL, two Redis servers (results and
+attributes on one, the broker on the other, so each part can go down alone) and S3 of the test's
+own, on their own ports, are stopped and started again while the API (gunicorn, as deployed) and
+a worker keep running.
 
 While a part is down every request that needs it answers 503 with the code naming that part
 within ``dependency_timeout_s`` (2 s), and the API logs one line for it, never a traceback; no
@@ -38,8 +39,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("platform-outages")]
 DEPENDENCY_TIMEOUT_S = 2.0
 # What a client sees of a part that is down: never an address, a port or a driver's words.
 LEAKS = re.compile(r"127\.0\.0\.1|localhost|:\d{2,5}\b|postgres|psycopg|redis://|http://|Error\b|SELECT|/tmp/")
-CODES = {"database_unavailable": 13005, "result_store_unavailable": 13006, "attributes_unavailable": 20007,
-         "storage_unavailable": 23010, "worker_timeout": 13001}
+CODES = {"database_unavailable": 13005, "broker_unavailable": 13004, "result_store_unavailable": 13006,
+         "attributes_unavailable": 20007, "storage_unavailable": 23010, "worker_timeout": 13001}
 S3_KEYS = {"FACEGATE_S3_ACCESS_KEY": "test-access", "FACEGATE_S3_SECRET_KEY": "test-secret"}
 
 
@@ -108,6 +109,7 @@ class Platform:
     worker: LoggedProcess
     postgres: PostgresServer
     redis: RedisServer
+    broker: RedisServer
     s3: MotoS3
     login: str = ""
     password: str = ""
@@ -145,8 +147,9 @@ def _facegate(*args: str) -> list[str]:
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     folder = tmp_path_factory.mktemp("outages")
     postgres = PostgresServer().start()
-    redis_server = RedisServer(folder / "redis")
+    redis_server, broker = RedisServer(folder / "redis"), RedisServer(folder / "broker")
     redis_server.start()
+    broker.start()
     s3 = MotoS3()
     s3.start()
     port = free_port()
@@ -154,7 +157,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         "FACEGATE_DATA_DIR": str(folder / "data"),
         "FACEGATE_DATABASE_URL": postgres.url,
         "FACEGATE_REDIS_URL": redis_server.url,
-        "FACEGATE_BROKER_URL": "",
+        "FACEGATE_BROKER_URL": broker.url,
         "FACEGATE_STORAGE_TYPE": "s3",
         "FACEGATE_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3.port}",
         "FACEGATE_S3_BUCKET_PREFIX": f"o{uuid.uuid4().hex[:8]}-",
@@ -176,7 +179,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     try:
         wait_until(lambda: api.alive() and _answers(base + "/version"), 60, 0.2, "the API")
         worker.wait_for(" ready.", 120)
-        p = Platform(base, api, worker, postgres, redis_server, s3, f"{uuid.uuid4().hex[:12]}@example.com",
+        p = Platform(base, api, worker, postgres, redis_server, broker, s3, f"{uuid.uuid4().hex[:12]}@example.com",
                      "correct horse battery")
         r, _, _ = p.call("POST", "/accounts", json={"login": p.login, "password": p.password})
         assert r.status_code == 201, r.text
@@ -189,7 +192,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     finally:
         worker.stop()
         api.stop()
-        for server in (redis_server, s3):
+        for server in (redis_server, broker, s3):
             if server.server is not None:
                 server.stop()
         postgres.remove()
@@ -306,13 +309,12 @@ def _a_task_meets_the_database_down(url: str) -> None:
     assert raised.value.status == 503 and raised.value.error.code == CODES["database_unavailable"]
 
 
-def test_redis_down_answers_503_and_recovers(platform: Platform) -> None:
-    p = platform
+def _task_and_attribute_requests(p: Platform) -> dict[str, Request]:
     r, _, _ = p.call("POST", "/attributes", headers=p.bearer, json={"descriptors": [{"descriptor": _descriptor()}]})
     assert r.status_code == 201, r.text
     attribute_id = r.json()["attribute_id"]
     reference = {"references": [{"type": "descriptor", "descriptor": _descriptor()}], "candidates": {"filters": {}}}
-    sends: dict[str, Request] = {
+    return {
         "ping": lambda p: p.call("POST", "/system/ping", headers=p.bearer),
         "sdk": lambda p: p.call("POST", "/sdk", headers=p.bearer, files={"file": ("a.png", _png(), "image/png")}),
         "matcher": lambda p: p.call("POST", "/matcher/faces", headers=p.bearer, json=reference),
@@ -320,27 +322,58 @@ def test_redis_down_answers_503_and_recovers(platform: Platform) -> None:
                                             json={"basic_attributes": {"age": 30}}),
         "attribute read": lambda p: p.call("GET", f"/attributes/{attribute_id}", headers=p.bearer),
     }
-    assert _until_ok(p, sends["matcher"]).json()["results"]
-    p.redis.stop()
-    try:
-        _down(p, "redis", sends, {"ping": "result_store_unavailable", "sdk": "result_store_unavailable",
-                                  "matcher": "result_store_unavailable", "attribute write": "attributes_unavailable",
-                                  "attribute read": "attributes_unavailable"}, rounds=2)
-    finally:
-        p.redis.start()
-    restarted = time.monotonic()
-    r, _, _ = sends["attribute read"](p)  # the API's clients reconnect at once
-    assert r.status_code == 200, r.text
+
+
+def _tasks_work_again(p: Platform, sends: dict[str, Request], part: str, restarted: float) -> None:
     for name in ("matcher", "ping"):  # the worker reconnects to its broker on its own schedule
         assert _until_ok(p, sends[name]).status_code == 200, name
-    assert _until_ok(p, sends["attribute write"], 201).json()["attribute_id"]
-    TALLIES["redis"].recovery_s = time.monotonic() - restarted
+    TALLIES[part].recovery_s = time.monotonic() - restarted
     # No worker here consumes `gpu`: /sdk got through the broker and the result store when it waits
     # for an answer in vain, instead of answering at once that a part is down.
     r, _, _ = sends["sdk"](p)
     assert r.status_code == 503 and r.json()["error_code"] == CODES["worker_timeout"], r.text
     assert p.worker.alive(), p.worker.log()[-3000:]
     assert "Traceback" not in p.api.log()
+
+
+def test_redis_down_answers_503_and_recovers(platform: Platform) -> None:
+    """Both Redis servers down, as the one Redis of the default configuration would be: the result
+    store is met first by every call that needs a worker, the attribute store by /attributes."""
+    p = platform
+    sends = _task_and_attribute_requests(p)
+    assert _until_ok(p, sends["matcher"]).json()["results"]
+    p.redis.stop()
+    p.broker.stop()
+    try:
+        _down(p, "redis", sends, {"ping": "result_store_unavailable", "sdk": "result_store_unavailable",
+                                  "matcher": "result_store_unavailable", "attribute write": "attributes_unavailable",
+                                  "attribute read": "attributes_unavailable"}, rounds=2)
+    finally:
+        p.redis.start()
+        p.broker.start()
+    restarted = time.monotonic()
+    r, _, _ = sends["attribute read"](p)  # the API's clients reconnect at once
+    assert r.status_code == 200, r.text
+    r, _, _ = sends["attribute write"](p)
+    assert r.status_code == 201, r.text
+    _tasks_work_again(p, sends, "redis", restarted)
+
+
+def test_broker_down_alone_is_named(platform: Platform) -> None:
+    """A broker of its own (RabbitMQ in production, a second Redis here) down: calls that send a task
+    answer broker_unavailable, everything else keeps working."""
+    p = platform
+    sends = _task_and_attribute_requests(p)
+    assert _until_ok(p, sends["ping"]).status_code == 200
+    p.broker.stop()
+    try:
+        _down(p, "broker", {name: sends[name] for name in ("ping", "sdk", "matcher")},
+              dict.fromkeys(("ping", "sdk", "matcher"), "broker_unavailable"), rounds=2)
+        assert sends["attribute read"](p)[0].status_code == 200
+        assert sends["attribute write"](p)[0].status_code == 201
+    finally:
+        p.broker.start()
+    _tasks_work_again(p, sends, "broker", time.monotonic())
 
 
 def test_object_store_down_answers_503_and_recovers(platform: Platform) -> None:
