@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
 from flask_smorest import Api
+from marshmallow import Schema, fields
 
 from app.schemas import ErrorSchema
 
@@ -17,8 +19,32 @@ BASIC_ONLY: list[dict[str, list[str]]] = [{"basic": []}]
 PUBLIC: list[dict[str, list[str]]] = []
 
 
+class _Converter(OpenAPIConverter):
+    """Adds what a schema's ``openapi_rules()`` says (anyOf/oneOf/not: the rules between fields its
+    ``@validates_schema`` methods check) to the schema's JSON schema."""
+
+    def field2nullable(self, field: fields.Field, ret: dict[str, Any]) -> dict[str, Any]:
+        # apispec writes a nullable nested schema as anyOf [{"type": "object", "nullable": true}, {$ref}],
+        # whose first branch takes any object at all; the branch is meant for null only.
+        attributes = super().field2nullable(field, ret)
+        for branch in attributes.get("anyOf", ()):
+            if branch.get("nullable"):
+                branch["enum"] = [None]
+        return attributes
+
+    def schema2jsonschema(self, schema: Schema) -> dict[str, Any]:
+        jsonschema = super().schema2jsonschema(schema)
+        rules = getattr(schema, "openapi_rules", None)
+        return {**jsonschema, **rules()} if rules else jsonschema
+
+
+class _Plugin(MarshmallowPlugin):
+    Converter = _Converter
+
+
 def spec_kwargs() -> dict[str, Any]:
     return {
+        "marshmallow_plugin": _Plugin(),
         "components": {"securitySchemes": {
             "basic": {"type": "http", "scheme": "basic"},
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},

@@ -53,6 +53,12 @@ class StrictSchema(Schema):
     class Meta:
         unknown = RAISE
 
+    @classmethod
+    def openapi_rules(cls) -> dict[str, Any]:
+        """JSON-schema keywords for the rules between fields that ``@validates_schema`` methods
+        check, added to the schema in the OpenAPI document (app.openapi)."""
+        return {}
+
 
 class ErrorSchema(StrictSchema):
     """Every error answer (app.errors); the OpenAPI document's ``Error`` component."""

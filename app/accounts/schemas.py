@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate
 
 from app.accounts.models import ACCOUNT_TYPES
-from app.accounts.tokens import VISIBILITY_AREAS
+from app.accounts.tokens import PERMISSIONS, VISIBILITY_AREAS
 from app.pagination import page_of
 from app.schemas import StrictSchema
 
@@ -42,10 +42,14 @@ class AccountCreatedSchema(StrictSchema):
 
 
 # ---- tokens ------------------------------------------------------------
-def _permissions(**kwargs: Any) -> fields.Dict:
-    return fields.Dict(keys=fields.String(), values=fields.List(fields.String()),
-                       metadata={"description": "{resource: [view|creation|modification|deletion|matching]}"},
-                       **kwargs)
+PermissionsSchema = StrictSchema.from_dict(
+    {resource: fields.List(fields.String(validate=validate.OneOf(actions)))
+     for resource, actions in PERMISSIONS.items()}, name="PermissionsSchema")
+
+
+def _permissions(**kwargs: Any) -> fields.Nested:
+    return fields.Nested(PermissionsSchema, metadata={"description": "the actions allowed on each resource"},
+                         **kwargs)
 
 
 def _in_future(value: datetime) -> None:

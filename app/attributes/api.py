@@ -18,7 +18,7 @@ blp = Blueprint("attributes", __name__, url_prefix="/attributes", description="T
 
 
 @blp.route("", methods=["POST"])
-@blp.arguments(AttributeCreateSchema)
+@blp.arguments(AttributeCreateSchema, required=True)  # descriptors or basic_attributes (its openapi_rules)
 @blp.response(201, AttributeCreatedSchema)
 @require("attribute", "creation")
 def create_attribute(body: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from webargs.fields import DelimitedList
 
 from app.attributes.schemas import BasicAttributesSchema, DescriptorInSchema, DescriptorOutSchema, ExternalDataSchema
 from app.pagination import PaginationArgs, page_of
-from app.schemas import INT32, StrictSchema
+from app.schemas import INT32, SettingMaxItems, StrictSchema
 
 MAX_LISTS_PER_FACE = 64
 MAX_FILTER_IDS = 1000
@@ -16,6 +16,8 @@ MAX_FILTER_IDS = 1000
 EXTERNAL_ID = validate.Length(max=64)
 USER_DATA = validate.Length(max=128)
 AVATAR = validate.Length(max=256)
+EXTERNAL_DATA = ("descriptors", "basic_attributes", "sample_ids")
+BATCH = SettingMaxItems("faces_batch_max")
 
 
 class FaceCreateSchema(ExternalDataSchema):
@@ -29,12 +31,17 @@ class FaceCreateSchema(ExternalDataSchema):
 
     @validates_schema
     def _one_source(self, data: dict[str, Any], **_: Any) -> None:
-        if data.get("attribute_id") and any(data.get(k) for k in ("descriptors", "basic_attributes", "sample_ids")):
+        if data.get("attribute_id") and any(data.get(k) for k in EXTERNAL_DATA):
             raise ValidationError("give either attribute_id or descriptors/basic_attributes/sample_ids", "attribute_id")
+
+    @classmethod
+    def openapi_rules(cls) -> dict[str, Any]:
+        empty = {"descriptors": {"maxItems": 0}, "basic_attributes": {"maxProperties": 0}, "sample_ids": {"maxItems": 0}}
+        return {"anyOf": [{"not": {"required": ["attribute_id"]}}, {"properties": empty}]}
 
 
 class FaceBatchCreateSchema(StrictSchema):
-    faces = fields.List(fields.Nested(FaceCreateSchema), required=True, validate=validate.Length(min=1),
+    faces = fields.List(fields.Nested(FaceCreateSchema), required=True, validate=BATCH,
                         metadata={"description": "at most `faces_batch_max` faces, created all or none"})
 
 
@@ -97,7 +104,7 @@ class FaceCountSchema(StrictSchema):
 
 
 class FaceIdsSchema(StrictSchema):
-    face_ids = fields.List(fields.UUID(), required=True, validate=validate.Length(min=1),
+    face_ids = fields.List(fields.UUID(), required=True, validate=BATCH,
                            metadata={"description": "at most `faces_batch_max` ids"})
 
 
@@ -157,7 +164,7 @@ class ListCountSchema(StrictSchema):
 
 class ListFacesPatchSchema(StrictSchema):
     action = fields.String(required=True, validate=validate.OneOf(LIST_ACTIONS))
-    face_ids = fields.List(fields.UUID(), required=True, validate=validate.Length(min=1),
+    face_ids = fields.List(fields.UUID(), required=True, validate=BATCH,
                            metadata={"description": "at most `faces_batch_max` ids; all must be the "
                                                     "account's faces or nothing changes"})
 

@@ -64,11 +64,19 @@ def store_blueprint(kind_name: str, url_prefix: str, description: str) -> Bluepr
     id_field = f"{kind.name.split('_')[-1]}_id"  # image_id, object_id, sample_id
     one = f"/<uuid:{id_field}>"
     create_args = ImageCreateArgs if kind.thumbnails else StoreCreateArgs
-    binary = {"schema": {"type": "string", "format": "binary"}}
-    accepted = [*sorted(service.IMAGE_TYPES), "multipart/form-data"] if kind.images else ["*/*"]
-    body_doc = {"requestBody": {"required": True, "content": {t: binary for t in accepted}}}
-    served_doc = {"responses": {"200": {"description": "the stored bytes",
-                                        "content": {service.JPEG if kind.images else "*/*": binary}}}}
+    binary = {"type": "string", "format": "binary"}
+    body = {"schema": {**binary, "minLength": 1}}
+    if kind.images:
+        # A form carries exactly one file (see _body); its field name is free, "file" documents it.
+        one_file = {"schema": {"type": "object", "properties": {"file": body["schema"]}, "required": ["file"],
+                               "additionalProperties": False}}
+        accepted = {t: body for t in sorted(service.IMAGE_TYPES)} | {"multipart/form-data": one_file}
+        served = {service.JPEG: {"schema": binary}}
+    else:
+        # Objects come back with the Content-Type they were stored with: any bytes of any type.
+        accepted, served = {"*/*": body}, {"*/*": {}}
+    body_doc = {"requestBody": {"required": True, "content": accepted}}
+    served_doc = {"responses": {"200": {"description": "the stored bytes", "content": served}}}
     blp = Blueprint(f"{kind.name}s", __name__, url_prefix=url_prefix, description=description)
 
     def store(args: dict[str, Any], object_id: uuid.UUID | None) -> tuple[dict[str, Any], dict[str, str]]:

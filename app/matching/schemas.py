@@ -4,33 +4,42 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from marshmallow import ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import ValidationError, fields, validate, validates_schema
 
-from app import settings
-from app.attributes.schemas import DescriptorInSchema
+from app.attributes.schemas import DescriptorInSchema, descriptor_rules
 from app.faces.schemas import EXTERNAL_ID, MAX_FILTER_IDS, USER_DATA
 from app.matching.service import CANDIDATE_SOURCES, REFERENCE_TYPES
-from app.schemas import INT32, StrictSchema
+from app.schemas import INT32, SettingMax, SettingMaxItems, StrictSchema
+from inference import descriptor_format as fmt
 
 CLIENT_ID = validate.Length(min=1, max=64)
 
 
-def _known_type(value: str) -> None:
-    # Checked at load time, not import time: reference types may register after this module loads.
-    if value not in REFERENCE_TYPES:
-        raise ValidationError(f"unknown type; one of {sorted(REFERENCE_TYPES)}")
+class _KnownType:
+    """One of the registered reference types, read when checked (types may register after this
+    module loads); apispec shows ``choices`` as the enum."""
+
+    @property
+    def choices(self) -> list[str]:
+        return sorted(REFERENCE_TYPES)
+
+    def __call__(self, value: str) -> str:
+        if value not in REFERENCE_TYPES:
+            raise ValidationError(f"unknown type; one of {self.choices}")
+        return value
 
 
 class ReferenceSchema(StrictSchema):
     """A face, a temporary attribute or a descriptor given inline (more types register in
     ``app.matching.service``)."""
 
-    type = fields.String(required=True, validate=_known_type,
+    type = fields.String(required=True, validate=_KnownType(),
                          metadata={"description": "face, attribute or descriptor"})
     id = fields.String(validate=CLIENT_ID, metadata={
         "description": "face or attribute id; for a descriptor, the name the answer uses (default: its position)"})
     version = fields.Integer(load_default=None, validate=INT32,
-                             metadata={"description": "descriptor version (default: the current model; "
+                             metadata={"enum": sorted(fmt.DESCRIPTOR_LENGTHS),
+                                       "description": "descriptor version (default: the current model; "
                                                       "sdk descriptors carry their own)"})
     descriptor = fields.String(validate=validate.Length(min=1, max=65536),
                                metadata={"description": "type descriptor: the descriptor, base64"})
@@ -51,6 +60,15 @@ class ReferenceSchema(StrictSchema):
         except ValueError:
             raise ValidationError(f"a {data['type']} reference needs its id (a UUID)", "id") from None
 
+    @classmethod
+    def openapi_rules(cls) -> dict[str, Any]:
+        by_id = sorted(set(REFERENCE_TYPES) - {"descriptor"})
+        return {"allOf": [descriptor_rules(), {"oneOf": [
+            {"properties": {"type": {"enum": ["descriptor"]}}, "required": ["descriptor"]},
+            {"properties": {"type": {"enum": by_id}, "id": {"format": "uuid"}}, "required": ["id"],
+             "not": {"anyOf": [{"required": ["descriptor"]}, {"required": ["format"]}]}},
+        ]}]}
+
 
 class FaceFiltersSchema(StrictSchema):
     list_id = fields.UUID(metadata={"description": "faces attached to this list (answered from the list cache "
@@ -66,41 +84,24 @@ class FaceFiltersSchema(StrictSchema):
                                                       "(default: every account they may read)"})
 
 
-# The filters each candidate source understands.
-CANDIDATE_FILTERS: dict[str, type[StrictSchema]] = {"faces": FaceFiltersSchema}
-
-
 class CandidatesSchema(StrictSchema):
     source = fields.String(load_default="faces", validate=validate.OneOf(sorted(CANDIDATE_SOURCES)))
-    filters = fields.Dict(load_default=dict, metadata={"description": "filters of the source; for faces: "
-                                                                      "see FaceFilters"})
-
-    @post_load
-    def _filters(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        try:
-            data["filters"] = CANDIDATE_FILTERS[data["source"]]().load(data["filters"])
-        except ValidationError as exc:
-            raise ValidationError(exc.messages, "filters") from None
-        return data
+    filters = fields.Nested(FaceFiltersSchema, load_default=dict, metadata={"description": "which faces"})
 
 
 class LimitsSchema(StrictSchema):
-    limit = fields.Integer(load_default=5, validate=validate.Range(min=1),
+    limit = fields.Integer(load_default=5, validate=SettingMax("matcher_limit_max"),
                            metadata={"description": "candidates per reference, at most `matcher_limit_max`"})
     threshold = fields.Float(load_default=0.0, validate=validate.Range(min=0.0, max=1.0), allow_nan=False,
                              metadata={"description": "least similarity of a returned candidate"})
 
-    @validates_schema
-    def _caps(self, data: dict[str, Any], **_: Any) -> None:
-        s = settings.current()
-        if data.get("limit", 0) > s.matcher_limit_max:
-            raise ValidationError(f"must be at most {s.matcher_limit_max} (matcher_limit_max)", "limit")
-        if len(data.get("references") or ()) > s.matcher_references_max:
-            raise ValidationError(f"at most {s.matcher_references_max} (matcher_references_max)", "references")
+
+REFERENCES = SettingMaxItems("matcher_references_max")
+RAW_CANDIDATES = SettingMaxItems("matcher_raw_candidates_max")
 
 
 class MatchFacesSchema(LimitsSchema):
-    references = fields.List(fields.Nested(ReferenceSchema), required=True, validate=validate.Length(min=1))
+    references = fields.List(fields.Nested(ReferenceSchema), required=True, validate=REFERENCES)
     candidates = fields.Nested(CandidatesSchema, required=True)
 
 
@@ -108,19 +109,9 @@ class RawDescriptorSchema(DescriptorInSchema):
     id = fields.String(validate=CLIENT_ID, metadata={"description": "name used in the answer (default: position)"})
 
 
-def check_candidate_count(data: dict[str, Any]) -> None:
-    most = settings.current().matcher_raw_candidates_max
-    if len(data.get("candidates") or ()) > most:
-        raise ValidationError(f"at most {most} (matcher_raw_candidates_max)", "candidates")
-
-
 class MatchRawSchema(LimitsSchema):
-    references = fields.List(fields.Nested(RawDescriptorSchema), required=True, validate=validate.Length(min=1))
-    candidates = fields.List(fields.Nested(RawDescriptorSchema), required=True, validate=validate.Length(min=1))
-
-    @validates_schema
-    def _candidate_cap(self, data: dict[str, Any], **_: Any) -> None:
-        check_candidate_count(data)
+    references = fields.List(fields.Nested(RawDescriptorSchema), required=True, validate=REFERENCES)
+    candidates = fields.List(fields.Nested(RawDescriptorSchema), required=True, validate=RAW_CANDIDATES)
 
 
 class ReferenceOutSchema(StrictSchema):

@@ -120,7 +120,12 @@ def _descriptor_references(items: Sequence[Mapping[str, Any]]) -> list[Reference
             version, data = attributes.decode_descriptor(item)
         except APIError as exc:
             raise APIError("bad_descriptor", f"descriptor '{item['id']}': {exc.detail}") from None
-        out.append(Reference("descriptor", str(item["id"]), version, _vector(data)))
+        vector = _vector(data)
+        with np.errstate(over="ignore"):
+            squared_norm = np.dot(vector, vector)
+        if not np.isfinite(squared_norm):  # the index scores in float32: such a vector would overflow them
+            raise APIError("bad_descriptor", f"descriptor '{item['id']}': values too large")
+        out.append(Reference("descriptor", str(item["id"]), version, vector))
     return out
 
 
@@ -244,7 +249,9 @@ def match(session: Session, scope: Scope, references: Sequence[Reference], sourc
         distances, ids = candidates.search(session, scope, filters, version, queries, limit, seq)
         sims = similarity(distances)
         for row, i in enumerate(positions):
-            hits[i] = [(str(c), float(s)) for c, s in zip(ids[row], sims[row]) if s >= threshold]
+            # A None id is no candidate: the index's answer for a row whose score overflowed (a stored
+            # descriptor with huge values); it must not reach describe() as the face id "None".
+            hits[i] = [(str(c), float(s)) for c, s in zip(ids[row], sims[row]) if c is not None and s >= threshold]
     shown = candidates.describe(session, scope, sorted({c for row in hits for c, _ in row}))
     return [{"reference": ref.describe(),
              "matches": [{**shown[c], "similarity": s} for c, s in row if c in shown]}

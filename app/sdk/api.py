@@ -30,13 +30,17 @@ from inference import iso
 
 sdk_blp = Blueprint("sdk", __name__, url_prefix="/sdk", description="Remote SDK: detect, estimate, warp, extract")
 
-BODY_DOC = {"requestBody": {"required": True, "content": {
-    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-    "multipart/form-data": {"schema": {"type": "object", "additionalProperties": {"type": "string", "format": "binary"}}},
-    "application/json": {"schema": {"type": "object", "properties": {"images": {"type": "array", "items": {
-        "type": "object", "properties": {"image": {"type": "string", "format": "byte"}, "url": {"type": "string"},
-                                         "filename": {"type": "string"}}}}}}},
-}}}
+def body_doc(json_body: type[ImagesBody]) -> dict[str, Any]:
+    """The three ways images come (see request_images): a raw image, a form (one file per image under
+    any field names, documented as one "image"; the JSON body's other fields may come as form fields
+    holding JSON) or a JSON body."""
+    binary = {"type": "string", "format": "binary", "minLength": 1}
+    form = {"type": "object", "properties": {"image": binary}, "required": ["image"], "additionalProperties": False}
+    return {"requestBody": {"required": True, "content": {
+        **{mimetype: {"schema": binary} for mimetype in sorted(IMAGE_TYPES)},
+        "multipart/form-data": {"schema": form},
+        "application/json": {"schema": json_body},
+    }}}
 
 
 def _load(schema: ImagesBody, data: Any) -> dict[str, Any]:
@@ -80,7 +84,7 @@ def request_images(schema: type[ImagesBody] = ImagesBody) -> tuple[list[service.
 @sdk_blp.route("", methods=["POST"])
 @sdk_blp.arguments(SdkArgs, location="query")
 @sdk_blp.response(200, SdkResultSchema)
-@sdk_blp.doc(**BODY_DOC)
+@sdk_blp.doc(**body_doc(ImagesBody))
 @require("sdk", "creation")
 def run_sdk(args: dict[str, Any]) -> dict[str, Any]:
     """Faces (and bodies) of each image with the asked estimations; samples, descriptors,
@@ -104,7 +108,7 @@ detector_blp = Blueprint("detector", __name__, url_prefix="/detector", descripti
 @detector_blp.route("", methods=["POST"])
 @detector_blp.arguments(DetectorArgs, location="query")
 @detector_blp.response(200, SdkResultSchema)
-@detector_blp.doc(**BODY_DOC)
+@detector_blp.doc(**body_doc(ImagesBody))
 @require("sdk", "creation")
 def detect(args: dict[str, Any]) -> dict[str, Any]:
     """Faces (box, score, 5 landmarks) and/or bodies of each image, each with the id of its stored
@@ -120,7 +124,7 @@ iso_blp = Blueprint("iso", __name__, url_prefix="/iso", description="Remote SDK:
 
 @iso_blp.route("", methods=["POST"])
 @iso_blp.response(200, IsoResultSchema)
-@iso_blp.doc(**BODY_DOC)
+@iso_blp.doc(**body_doc(IsoBody))
 @require("sdk", "creation")
 def check() -> dict[str, Any]:
     """Every check of each image. Thresholds (JSON body field, or a form field holding JSON) replace

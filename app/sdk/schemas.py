@@ -58,7 +58,7 @@ class SdkArgs(DetectorArgs):
 
 
 class Base64Image(StrictSchema):
-    image = fields.String(metadata={"description": "base64 of the image file"})
+    image = fields.String(metadata={"format": "byte", "description": "base64 of the image file"})
     url = fields.String(metadata={"description": "http(s) URL of the image (only when sdk_url_fetch is on)"})
     filename = fields.String(validate=validate.Length(max=255), metadata={"description": "name used in answers and errors"})
 
@@ -66,6 +66,10 @@ class Base64Image(StrictSchema):
     def _one_source(self, data: dict[str, Any], **_: Any) -> None:
         if ("image" in data) == ("url" in data):
             raise ValidationError("give exactly one of image (base64) or url", "image")
+
+    @classmethod
+    def openapi_rules(cls) -> dict[str, Any]:
+        return {"oneOf": [{"required": ["image"]}, {"required": ["url"]}]}
 
 
 class ImagesBody(StrictSchema):

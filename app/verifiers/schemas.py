@@ -1,12 +1,10 @@
 """Verifiers (stored 1:1 policies) and verification requests."""
 from __future__ import annotations
 
-from typing import Any
-
-from marshmallow import ValidationError, fields, validate, validates_schema
+from marshmallow import fields, validate
 
 from app import settings
-from app.matching.schemas import ReferenceOutSchema, ReferenceSchema, check_candidate_count
+from app.matching.schemas import RAW_CANDIDATES, REFERENCES, ReferenceOutSchema, ReferenceSchema
 from app.pagination import PaginationArgs, page_of
 from app.schemas import StrictSchema
 from inference import descriptor_format as fmt
@@ -53,17 +51,10 @@ VerifierListSchema = page_of("verifiers", VerifierSchema, "VerifierListSchema")
 
 
 class VerificationSchema(StrictSchema):
-    references = fields.List(fields.Nested(ReferenceSchema), required=True, validate=validate.Length(min=1),
+    references = fields.List(fields.Nested(ReferenceSchema), required=True, validate=REFERENCES,
                              metadata={"description": "faces, attributes or descriptors (images come with "
                                                       "the inference REST part)"})
-    candidates = fields.List(fields.Nested(ReferenceSchema), required=True, validate=validate.Length(min=1))
-
-    @validates_schema
-    def _caps(self, data: dict[str, Any], **_: Any) -> None:
-        most = settings.current().matcher_references_max
-        if len(data.get("references") or ()) > most:
-            raise ValidationError(f"at most {most} (matcher_references_max)", "references")
-        check_candidate_count(data)
+    candidates = fields.List(fields.Nested(ReferenceSchema), required=True, validate=RAW_CANDIDATES)
 
 
 class VerificationOutSchema(StrictSchema):
