@@ -4,6 +4,7 @@ a plain test checks that every route of the app is documented with its methods a
 from __future__ import annotations
 
 import re
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -127,3 +128,106 @@ def test_every_operation_answers_as_documented(app: Any, credentials: dict[str, 
             raise event.exception
     print(f"\nschemathesis: {len(operations)} operations, {cases} cases, {sum(failures.values())} failures")
     assert not failures, "\n".join(f"{n:4} x {f}" for f, n in sorted(failures.items()))
+
+
+# The document and Swagger UI themselves: not operations of the API.
+DOCS_ENDPOINTS = {"api-docs.openapi_json", "api-docs.openapi_swagger_ui", "swagger_static", "static"}
+
+
+def _openapi_path(rule: str) -> str:
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def _example_url(path: str) -> str:
+    """``path`` with its parameters filled in: ids that exist nowhere, a well-formed bucket name."""
+    return re.sub(r"{\w+_id}", str(uuid.uuid4()), path.replace("{bucket}", "no-such-bucket"))
+
+
+def test_every_route_is_documented_with_its_methods_and_security(app: Any, client: Any) -> None:
+    doc = client.get("/openapi.json").json
+    schemes = set(doc["components"]["securitySchemes"])
+    routed: dict[str, set[str]] = {}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in DOCS_ENDPOINTS:
+            continue
+        path = _openapi_path(rule.rule)
+        assert path in doc["paths"], f"{rule.rule} ({rule.endpoint}) is not in the document"
+        routed.setdefault(path, set()).update(rule.methods)
+        for method in rule.methods - {"OPTIONS"}:
+            operation = doc["paths"][path].get(method.lower())
+            if operation is None:
+                continue  # HEAD beside GET; checked below
+            security = operation.get("security", doc["security"])
+            assert all(set(requirement) <= schemes for requirement in security), (method, path, security)
+            # What app.auth does with a caller without credentials: 401 exactly where security is declared.
+            r = client.open(_example_url(path), method=method)
+            assert (r.status_code == 401) == (security != []), (method, path, security, r.status_code)
+    for path, methods in routed.items():
+        documented = {m.upper() for m in doc["paths"][path] if m != "parameters"}
+        # Flask answers OPTIONS everywhere and HEAD wherever there is GET; HEAD is documented
+        # where it is part of the resource (the image store).
+        assert methods - {"OPTIONS", "HEAD"} <= documented <= methods, (path, documented, methods)
+    assert set(routed) == set(doc["paths"])
+    assert {("POST", "/accounts"), ("GET", "/version"), ("GET", "/healthcheck")} <= {
+        (m.upper(), p) for p, ops in doc["paths"].items() for m, op in ops.items()
+        if m != "parameters" and op.get("security") == []}
+
+
+def test_every_error_is_documented_as_the_error_body(client: Any) -> None:
+    doc = client.get("/openapi.json").json
+    error = doc["components"]["schemas"]["Error"]
+    assert set(error["properties"]) == set(error["required"]) == {"error_code", "desc", "detail"}
+    assert error["additionalProperties"] is False
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            if method == "parameters":
+                continue
+            assert operation["responses"]["default"] == {"$ref": "#/components/responses/DEFAULT_ERROR"}, (method, path)
+            assert "422" not in operation["responses"], (method, path)  # bad arguments answer 400
+
+
+def test_a_json_body_is_required_exactly_where_the_document_says(client: Any, account: Account) -> None:
+    """No body at all: a 400 in the error shape where the document requires one, never a 400 where
+    it does not (the operation then runs on its defaults, or refuses for another reason)."""
+    doc = client.get("/openapi.json").json
+    checked = 0
+    for path, operations in doc["paths"].items():
+        url = _example_url(path)
+        for method, operation in operations.items():
+            body = operation.get("requestBody") if method != "parameters" else None
+            if not body or set(body["content"]) != {"application/json"}:
+                continue
+            r = client.open(url, method=method.upper(), headers=account.auth)
+            if body["required"]:
+                assert r.status_code == 400 and r.json["error_code"] == 10005, (method, path, r.json)
+                assert set(r.json) == {"error_code", "desc", "detail"}
+            else:
+                assert r.status_code != 400, (method, path, r.json)
+            checked += 1
+    assert checked >= 20
+
+
+def test_descriptors_too_large_for_the_index_are_refused_not_a_500(client: Any, account: Account,
+                                                                  celery_worker: Any) -> None:
+    """Found by the schemathesis run: float32 values whose squared norm overflows made the index
+    answer a candidate without an id, and /matcher/faces and /matcher/raw answered 500."""
+    import base64
+
+    import numpy as np
+
+    huge = base64.b64encode(np.full(128, 3e38, dtype="<f4").tobytes()).decode()
+    small = base64.b64encode(np.full(128, 0.1, dtype="<f4").tobytes()).decode()
+
+    def ref(descriptor: str) -> dict[str, Any]:
+        return {"type": "descriptor", "format": "raw", "descriptor": descriptor}
+
+    raw = [{"format": "raw", "descriptor": small}]
+    for url, body in (("/matcher/faces", {"references": [ref(huge)], "candidates": {}}),
+                      ("/matcher/raw", {"references": raw, "candidates": [{"format": "raw", "descriptor": huge}]})):
+        r = client.post(url, json=body, headers=account.auth)
+        assert r.status_code == 400 and r.json["error_code"] == 20004 and "too large" in r.json["detail"], r.json
+    # A face stored with such values (the faces service takes them) is no candidate, not a 500.
+    r = client.post("/faces", json={"descriptors": [{"format": "raw", "descriptor": huge}]}, headers=account.auth)
+    assert r.status_code == 201, r.json
+    r = client.post("/matcher/faces", json={"references": [ref(small)], "candidates": {}}, headers=account.auth)
+    assert r.status_code == 200 and r.json["results"][0]["matches"] == [], r.json
