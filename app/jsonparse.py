@@ -13,8 +13,6 @@ import math
 import re
 from typing import Any
 
-from flask.json.provider import DefaultJSONProvider
-
 MAX_DEPTH = 64
 MAX_NUMBER_CHARS = 100  # digits, sign, point and exponent of one number literal
 
@@ -84,12 +82,4 @@ def loads(data: str | bytes | bytearray) -> Any:
         raise JSONRejected(f"{exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     _check_strings_and_depth(value)
     return value
-
-
-class StrictJSONProvider(DefaultJSONProvider):
-    """Flask's JSON, reading with :func:`loads` (``request.get_json`` and everything else in
-    Flask that parses JSON); writing is unchanged."""
-
-    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        return loads(s)
 
