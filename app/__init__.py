@@ -71,6 +71,8 @@ class JSONProvider(DefaultJSONProvider):
 
 
 class Request(flask.Request):
+    """Flask's request with the body limits of docs/architecture.md (Request limits)."""
+
     @cached_property
     def stream(self) -> IO[bytes]:
         limit = self.max_content_length
