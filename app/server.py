@@ -72,6 +72,7 @@ class PacedSocket(socket.socket):
     def begin_request(self) -> None:
         self.waited = 0.0
         self.received = 0
+        self.request: Any = None  # gunicorn's, once its headers are parsed (Worker.handle_request)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         prior = self.gettimeout()
@@ -100,7 +101,11 @@ class PacedSocket(socket.socket):
         why = (f"no request data for {self.pause_s:g} s" if wait == self.pause_s else
                f"the request arrives slower than {MIN_BYTES_PER_S} bytes/s after its first {self.pause_s:g} s")
         # Inside a read the caller bounded itself, it expects its own TimeoutError.
-        return RequestStalled(why) if prior is None else TimeoutError(why)
+        if prior is not None:
+            return TimeoutError(why)
+        if self.request is not None:
+            self.request.must_close = True  # the 408 says "Connection: close", as the connection is
+        return RequestStalled(why)
 
 
 class _GuardedInput:
@@ -204,6 +209,11 @@ class Worker(ThreadWorker):
         if isinstance(conn.sock, PacedSocket):
             conn.sock.begin_request()
         return super().handle(conn)
+
+    def handle_request(self, req: Any, conn: Any) -> bool:
+        if isinstance(conn.sock, PacedSocket):
+            conn.sock.request = req
+        return super().handle_request(req, conn)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         answer = refusal(exc)

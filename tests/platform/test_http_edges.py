@@ -136,6 +136,8 @@ def _refused(answer: Answer, kind: str) -> dict[str, object]:
     shape = answer.error()
     error = ERRORS[kind]
     assert (answer.status, shape["error_code"]) == (error.status, error.code), (answer, shape)
+    if kind == "body_timeout":
+        assert answer.headers["connection"] == "close" and answer.closed, answer
     return shape
 
 
