@@ -10,8 +10,9 @@ One way to check an image, for every route that takes one (``/images``, ``/sampl
 2. :func:`decode_budget` holds that memory in the process-wide :data:`BUDGET` while the pixels
    live, so concurrent decodes (the API's threads, the worker's task threads) wait for each other
    instead of adding up: memory stays flat however many large images arrive at once.
-3. :func:`decode` decodes every pixel; data that ends early is refused (see :func:`_jpeg_scans`
-   for why libjpeg alone does not notice a JPEG that ends early).
+3. :func:`decode` (an RGB array, for the models) or :func:`decode_rgb` (a PIL image, for the
+   image store's JPEG encoding) decodes every pixel; data that ends early is refused (see
+   :func:`_jpeg_scans` for why libjpeg alone does not notice a JPEG that ends early).
 
 Everything that can go wrong with client input ends here as an ``ImageError`` subclass, so the
 API can answer with a clear 4xx instead of a 500 from deep inside PIL.
@@ -227,13 +228,24 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
         if width == 0 or height == 0:
             raise ImageDecodeError("image has no pixels")
         scan_end, buffered = _jpeg_scans(data) if fmt in ("JPEG", "MPO") else (None, False)
-        upright = image.getexif().get(_ORIENTATION_TAG, 1) in (0, 1)
+        upright = _orientation(image) in (0, 1)
         header = ImageHeader(ALLOWED_FORMATS[fmt], width, height, image.mode, upright,
                              _decode_bytes(image, fmt, upright, buffered), scan_end)
     if header.decode_bytes > budget_mb * 2**20:
         raise ImageTooLarge(f"decoding {width}x{height} pixels needs about {_mib(header.decode_bytes)} MiB, "
                             f"more than the whole decode budget of {budget_mb:g} MiB", width, height)
     return header
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation the header gives. Not ``getexif()`` on a PNG: that decodes the whole
+    image in case an eXIf chunk follows the pixel data (writers put it before them)."""
+    if image.format == "PNG":
+        exif = Image.Exif()
+        if image.info.get("exif"):
+            exif.load(image.info["exif"])
+        return exif.get(_ORIENTATION_TAG, 1)
+    return image.getexif().get(_ORIENTATION_TAG, 1)
 
 
 # ---- JPEG: data that ends early ---------------------------------------------------------------

@@ -204,6 +204,18 @@ def test_camera_jpeg_with_extra_pictures_is_a_jpeg() -> None:
     assert decode_image(buf.getvalue()).shape == (32, 48, 3)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF", "BMP"])
+def test_the_header_check_decodes_nothing(fmt: str) -> None:
+    """Half a file passes read_header, which decoding it would not: the check reads the header
+    alone (PIL's getexif() on a PNG, for one, decodes the whole image)."""
+    data = encode(noise(300, 200), fmt)
+    cut = data[: len(data) // 2]
+    header = read_header(cut)
+    assert (header.width, header.height) == (300, 200)
+    with pytest.raises(ImageDecodeError):
+        decode_image(cut)
+
+
 # ---- JPEGs cut short ---------------------------------------------------------------------------
 def test_truncated_jpeg_with_a_huge_header_is_refused_before_decoding() -> None:
     data = lying_jpeg()
