@@ -162,10 +162,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class Platform:
-    """The embedded platform's processes for the bench: Redis, the API (gunicorn) and a gpu worker."""
+def rss_mb(pid: int) -> float:
+    """Resident size (VmRSS) of a process, MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
-    def __init__(self) -> None:
+
+class Platform:
+    """The embedded platform's processes for the bench: Redis, the API (gunicorn) and a gpu worker;
+    ``settings`` (name: value) apply to every process."""
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
         from app import embedded
 
         data_dir = tempfile.mkdtemp(prefix="facegate-bench-pipeline-")
@@ -174,13 +183,15 @@ class Platform:
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("FACEGATE_")},
                     "FACEGATE_DATA_DIR": data_dir, "FACEGATE_REDIS_URL": self.redis_url,
                     "FACEGATE_API_PORT": self.url.rsplit(":", 1)[1], "FACEGATE_LOG_LEVEL": "WARNING",
-                    "FACEGATE_WORKER_WAIT_TIMEOUT_S": "120"}
+                    "FACEGATE_WORKER_WAIT_TIMEOUT_S": "120",
+                    **{f"FACEGATE_{name.upper()}": str(value) for name, value in (settings or {}).items()}}
         self.procs = [embedded.start_redis(self.redis_url, data_dir)]
         facegate = str(Path(sys.executable).parent / "facegate")
         for step in (["db", "upgrade"], ["buckets", "create"]):
             subprocess.run([facegate, *step], env=self.env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        self.procs.append(subprocess.Popen([facegate, "api"], env=self.env, cwd=ROOT,
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self.api = subprocess.Popen([facegate, "api"], env=self.env, cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(self.api)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -205,10 +216,7 @@ class Platform:
 
     def worker_rss_mb(self) -> float:
         assert self.worker is not None
-        for line in Path(f"/proc/{self.worker.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        return rss_mb(self.worker.pid)
 
     def stop_worker(self) -> None:
         if self.worker is not None:
