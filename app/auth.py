@@ -10,7 +10,6 @@ account never sees another's data.
 from __future__ import annotations
 
 import base64
-import binascii
 import uuid
 from dataclasses import dataclass
 from functools import wraps
@@ -71,7 +70,7 @@ def _authenticate() -> Principal:
         if scheme == "basic":
             try:
                 login, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # bad base64 (binascii.Error), non-ASCII header text, bytes not UTF-8
                 raise APIError("bad_credentials", "malformed Basic credentials") from None
             if not sep:
                 raise APIError("bad_credentials", "malformed Basic credentials")

@@ -95,7 +95,8 @@ SETTINGS: list[Setting] = [
     # requests
     Setting("max_request_mb", float, 20.0, "largest request body accepted, in MiB"),
     Setting("request_body_timeout_s", float, 30.0, "seconds a client may pause while sending a request "
-            "body; a slower or endless body is cut off with 408"),
+            "(request line, headers or body); past the first such period it must also average 1 KiB/s. "
+            "A slower or stalled request is cut off with 408"),
     Setting("page_size_default", int, 100, "page size when a list request gives none"),
     Setting("page_size_max", int, 1000, "largest page size a list request may ask for"),
     # image store
