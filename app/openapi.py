@@ -20,8 +20,9 @@ PUBLIC: list[dict[str, list[str]]] = []
 
 
 class _Converter(OpenAPIConverter):
-    """Adds what a schema's ``openapi_rules()`` says (anyOf/oneOf/not: the rules between fields its
-    ``@validates_schema`` methods check) to the schema's JSON schema."""
+    """apispec's marshmallow converter, plus what a schema's ``openapi_rules()`` says (anyOf/oneOf/
+    not: the rules between fields its ``@validates_schema`` methods check), and nullable nested
+    objects that take null only."""
 
     def field2nullable(self, field: fields.Field, ret: dict[str, Any]) -> dict[str, Any]:
         # apispec writes a nullable nested schema as anyOf [{"type": "object", "nullable": true}, {$ref}],
@@ -34,8 +35,8 @@ class _Converter(OpenAPIConverter):
 
     def schema2jsonschema(self, schema: Schema) -> dict[str, Any]:
         jsonschema = super().schema2jsonschema(schema)
-        rules = getattr(schema, "openapi_rules", None)
-        return {**jsonschema, **rules()} if rules else jsonschema
+        rules = getattr(schema, "openapi_rules", None)  # StrictSchema's; not flask-smorest's own schemas
+        return {**jsonschema, **(rules() if rules else {})}
 
 
 class _Plugin(MarshmallowPlugin):
