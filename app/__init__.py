@@ -183,10 +183,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     @app.before_request
     def _json_body() -> None:
-        # Every JSON body meets the strict parser here, before a handler or webargs (which parses
-        # with the standard library) reads it; after authentication, so anonymous callers cannot
-        # make the API parse bodies for endpoints they may not use.
-        if request.routing_exception is None and request.is_json and request.get_data(cache=True):
+        # Every JSON body a view reads meets the strict parser here, before webargs (which parses
+        # with the standard library) reads it; a JSON object stored as it came is not parsed at all.
+        # After authentication, so anonymous callers cannot make the API parse bodies for endpoints
+        # they may not use.
+        if (request.routing_exception is None and request.is_json and "json" in _view_locations(app)
+                and request.get_data(cache=True)):
             request.get_json()
 
     @app.after_request

@@ -6,12 +6,12 @@ query parameters in every case. /detector and /iso take their images the same wa
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import request
 from marshmallow import ValidationError
 
+from app import jsonparse
 from app.auth import current_principal, require
 from app.blueprint import Blueprint
 from app.errors import APIError, _flatten_messages
@@ -59,15 +59,12 @@ def request_images(schema: type[ImagesBody] = ImagesBody) -> tuple[list[service.
         extra = {}
         for name, value in request.form.items():
             try:
-                extra[name] = json.loads(value)
-            except ValueError:
-                raise APIError("validation", f"{name}: form field must hold JSON") from None
+                extra[name] = jsonparse.loads(value)
+            except jsonparse.JSONRejected as exc:
+                raise APIError("validation", f"{name}: form field must hold JSON ({exc})") from None
         return images, _load(schema(partial=("images",)), extra) if extra else {}
     if mimetype == "application/json":
-        raw = request.get_json(silent=True)
-        if raw is None:
-            raise APIError("bad_json", "request body is not valid JSON")
-        body = _load(schema(), raw)
+        body = _load(schema(), request.get_json())  # bad or over-limit JSON: 400 bad_json naming why
         images = []
         for n, entry in enumerate(body.pop("images")):
             name = entry.get("filename") or f"#{n}"
