@@ -187,7 +187,10 @@ def _pil_errors() -> Iterator[None]:
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("data is not a recognised image format") from exc
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError, ZeroDivisionError) as exc:
-        raise ImageDecodeError(f"corrupt or unsupported image: {exc}") from exc
+        # the client reads our words, not PIL's internals (the error detail shows no exception text)
+        if "truncated" in str(exc):
+            raise ImageDecodeError("truncated image: the data ends before the pixels do") from exc
+        raise ImageDecodeError("corrupt or unsupported image data") from exc
 
 
 def _decode_bytes(image: Image.Image, fmt: str, upright: bool, buffered_jpeg: bool) -> int:

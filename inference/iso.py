@@ -4,6 +4,8 @@ Every default lives in :data:`DEFAULT_THRESHOLDS` (overridable per request). Geo
 the standard's full-frontal image type where it can be measured from our models:
 
 - ``image_format``: the container, one of the formats the standard allows (JPEG, JPEG 2000).
+  The platform itself takes JPEG but not JPEG 2000 uploads (``inference.images.ALLOWED_FORMATS``):
+  a JPEG 2000 file is refused before any check runs.
 - ``image_width`` / ``image_height``: pixels; ``aspect_ratio`` = width / height, 1:1.25..1:1.34
   (0.746..0.80).
 - ``face_count``: exactly one face; the other face checks use the largest detected face.
