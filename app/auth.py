@@ -83,13 +83,18 @@ def _authenticate() -> Principal:
     raise APIError("auth_required", "send Authorization: Basic <login:password> or Bearer <token>")
 
 
+def is_public(endpoint: str, view: Callable[..., Any] | None) -> bool:
+    """Whether anonymous callers reach the endpoint (its OpenAPI operation declares no security)."""
+    return endpoint in PUBLIC_ENDPOINTS or getattr(view, "_public", False)
+
+
 def authenticate_request() -> None:
     """``before_request`` hook: sets ``g.principal`` on every non-public endpoint, and on a public
     one when credentials are sent (an admin registering an advanced user)."""
     g.principal = None
     if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
         return
-    if getattr(_view(), "_public", False) and "Authorization" not in request.headers:
+    if is_public(request.endpoint, _view()) and "Authorization" not in request.headers:
         return
     g.principal = _authenticate()
 

@@ -10,7 +10,7 @@ from marshmallow import Schema
 from sqlalchemy.orm import Session
 from webargs.flaskparser import FlaskParser
 
-from app.auth import PUBLIC_ENDPOINTS, current_principal
+from app.auth import current_principal, is_public
 from app.db import session_scope
 from app.openapi import PUBLIC
 from app.pagination import page_answer
@@ -21,11 +21,6 @@ class StrictParser(FlaskParser):
     # webargs ignores unknown query parameters by default; a misspelt filter must be an error,
     # not a silently unfiltered result. None defers to the schema (RAISE, see StrictSchema).
     DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None, "querystring": None}
-
-
-def is_public(endpoint: str, view: Callable[..., Any]) -> bool:
-    """Whether :func:`app.auth.authenticate_request` lets anonymous callers through."""
-    return endpoint in PUBLIC_ENDPOINTS or getattr(view, "_public", False)
 
 
 class Blueprint(flask_smorest.Blueprint):

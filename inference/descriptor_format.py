@@ -62,6 +62,10 @@ def _check_vector(vector: np.ndarray, version: int) -> np.ndarray:
         )
     if not np.isfinite(values).all():
         raise DescriptorFormatError("descriptor contains NaN or infinite values")
+    with np.errstate(over="ignore"):
+        squared_norm = np.dot(values, values)
+    if not np.isfinite(squared_norm):  # matching scores in float32: such a vector never matches anything
+        raise DescriptorFormatError("descriptor values too large")
     return values
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import fields, validate
 
 from app.image_store.backends import ALLOWED_TTL_DAYS, TTL_FOREVER
-from app.image_store.backends.base import _BUCKET_NAME_RE
+from app.image_store.backends.base import BUCKET_NAME_RE
 from app.image_store.service import BATCH_MAX
 from app.pagination import page_of
 from app.schemas import StrictSchema
@@ -52,7 +52,7 @@ class DeletedSchema(StrictSchema):
 
 
 # The store checks bucket names itself (with its own error code, 23007); the document shows its rule.
-BUCKET_NAME = {"pattern": f"^{_BUCKET_NAME_RE.pattern}$",
+BUCKET_NAME = {"pattern": f"^{BUCKET_NAME_RE.pattern}$",
                "description": "3-63 lower-case letters, digits or '-', starting and ending with a letter or digit"}
 
 

@@ -223,11 +223,20 @@ def test_descriptors_too_large_for_the_index_are_refused_not_a_500(client: Any, 
 
     raw = [{"format": "raw", "descriptor": small}]
     for url, body in (("/matcher/faces", {"references": [ref(huge)], "candidates": {}}),
-                      ("/matcher/raw", {"references": raw, "candidates": [{"format": "raw", "descriptor": huge}]})):
+                      ("/matcher/raw", {"references": raw, "candidates": [{"format": "raw", "descriptor": huge}]}),
+                      ("/faces", {"descriptors": [{"format": "raw", "descriptor": huge}]}),
+                      ("/attributes", {"descriptors": [{"format": "raw", "descriptor": huge}]})):
         r = client.post(url, json=body, headers=account.auth)
         assert r.status_code == 400 and r.json["error_code"] == 20004 and "too large" in r.json["detail"], r.json
-    # A face stored with such values (the faces service takes them) is no candidate, not a 500.
-    r = client.post("/faces", json={"descriptors": [{"format": "raw", "descriptor": huge}]}, headers=account.auth)
-    assert r.status_code == 201, r.json
+    # A row stored before descriptors were checked for this is no candidate, not a 500.
+    from sqlalchemy import update
+
+    from app.db import session_scope
+    from app.faces.models import FaceDescriptor
+
+    r = client.post("/faces", json={"descriptors": [{"format": "raw", "descriptor": small}]}, headers=account.auth)
+    with session_scope() as session:
+        session.execute(update(FaceDescriptor).where(FaceDescriptor.face_id == uuid.UUID(r.json["face_id"]))
+                        .values(descriptor=base64.b64decode(huge)))
     r = client.post("/matcher/faces", json={"references": [ref(small)], "candidates": {}}, headers=account.auth)
     assert r.status_code == 200 and r.json["results"][0]["matches"] == [], r.json

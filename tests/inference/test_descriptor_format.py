@@ -92,6 +92,16 @@ def test_nan_rejected(vector: np.ndarray) -> None:
         unpack(bytes(raw))
 
 
+def test_values_whose_squared_norm_overflows_float32_are_rejected(vector: np.ndarray) -> None:
+    """Finite values that matching cannot score: each is below float32's limit, their squares sum past it."""
+    huge = np.full_like(vector, 3e38)
+    with pytest.raises(DescriptorFormatError, match="too large"):
+        pack(huge)
+    with pytest.raises(DescriptorFormatError, match="too large"):
+        decode_raw(base64.b64encode(huge.astype("<f4").tobytes()).decode())
+    assert len(pack(vector * 1e18)) == len(pack(vector))  # large but scorable
+
+
 def test_aggregate_is_normalised_mean() -> None:
     rng = np.random.default_rng(3)
     person = rng.normal(0, 0.12, 128)

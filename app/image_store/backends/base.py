@@ -31,7 +31,7 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 # the local layout shards by the first four.
 _OBJECT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{3,127}")
 # The S3 naming rules, minus dots (which break virtual-host addressing and TLS wildcards).
-_BUCKET_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+BUCKET_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 
 Clock = Callable[[], datetime]
 
@@ -105,7 +105,7 @@ def validate_object_id(object_id: str) -> str:
 
 
 def validate_bucket_name(name: str) -> str:
-    if not isinstance(name, str) or not _BUCKET_NAME_RE.fullmatch(name):
+    if not isinstance(name, str) or not BUCKET_NAME_RE.fullmatch(name):
         raise InvalidBucketName(
             f"invalid bucket name {name!r}: 3-63 lower-case letters, digits or '-', "
             "starting and ending with a letter or digit"
