@@ -86,26 +86,32 @@ class ImageHeader:
 
 
 # ---- memory given back ------------------------------------------------------------------------
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-_MMAP_THRESHOLD_BYTES = 4 * 2**20
+_TRIM_FROM_BYTES = 64 * 2**20
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+_ARENAS = 2
+try:
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    _malloc_trim = _libc.malloc_trim
+    # glibc gives each thread that allocates its own heap (up to 8 per core), and a heap keeps
+    # what an image freed in it: a worker's 8 threads held 640 MB after large images and grew
+    # each round. Two heaps shared by all threads stay flat (bench/image_memory.py) and cost the
+    # models nothing measurable (their batches run on one thread).
+    _libc.mallopt(_M_ARENA_MAX, _ARENAS)
+except (OSError, AttributeError):
+    _malloc_trim = None  # not glibc: its allocator keeps its own policy
 
 
-def _large_blocks_back_to_the_system() -> None:
-    """Make glibc map every allocation of 4 MiB or more on its own, so freeing it returns it.
+def _give_back(nbytes: int) -> None:
+    """Hand the freed pixels of a large hold back to the system.
 
-    By default glibc raises its mmap threshold to the size of each large block freed, up to
-    32 MiB; from then on Pillow's 16 MiB pixel blocks, encoder outputs and request bodies come
-    from per-thread heaps that keep the memory after it is freed. An API process that had decoded
-    a few 40 MP images from its 8 threads stayed at 1.1 GB, a worker at 2.8 GB
-    (bench/image_memory.py); with a fixed threshold they fall back once the images are done."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
-    except (OSError, AttributeError):
-        pass  # not glibc: its allocator keeps its own policy
-
-
-_large_blocks_back_to_the_system()
+    glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB), so from
+    then on Pillow's pixel blocks and encoder outputs come from per-thread heaps that keep the
+    memory after it is freed: an API process that had decoded a few 40 MP images from its 8
+    threads stayed at 1.1 GB, a worker at 2.8 GB (bench/image_memory.py). Trimming once a large
+    hold ends returns it; fixing the threshold low instead cost the models 10-20% of their
+    throughput (every large tensor a fresh mapping)."""
+    if _malloc_trim is not None and nbytes >= _TRIM_FROM_BYTES:
+        _malloc_trim(0)
 
 
 # ---- the decode budget ----------------------------------------------------------------------
@@ -146,6 +152,7 @@ class DecodeBudget:
             with self._cond:
                 self.used -= taken
                 self._cond.notify_all()
+            _give_back(taken)
 
 
 BUDGET = DecodeBudget(int(DEFAULT_BUDGET_MB * 2**20))

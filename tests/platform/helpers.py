@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.conftest import REDIS_HOST, _worker_index
 
@@ -66,57 +66,6 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-class WorkerProcess:
-    """``celery -A tests.platform.taskapp worker`` consuming one queue, in its own process group."""
-
-    def __init__(self, queue: str, env: dict[str, str], name: str = "w") -> None:
-        self.queue = queue
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        self.name = f"{name}-{uuid.uuid4().hex[:6]}"
-        self.log_path = Path(tempfile.mkstemp(prefix=f"facegate-{self.name}-", suffix=".log")[1])
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WorkerProcess:
-        log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.platform.taskapp", "worker", "--queues", self.queue,
-             "--pool", "threads", "--concurrency", "2", "--hostname", f"{self.name}@%h", "--loglevel", "INFO",
-             "--without-mingle", "--without-gossip"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 90) -> WorkerProcess:
-        def ready() -> bool:
-            assert self.popen is not None
-            if self.popen.poll() is not None:
-                raise AssertionError(f"worker {self.name} exited with {self.popen.returncode}:\n{self.log()[-4000:]}")
-            return " ready." in self.log()
-
-        wait_until(ready, timeout, 0.2, f"worker {self.name} to be ready")
-        return self
-
-    def kill9(self) -> None:
-        assert self.popen is not None
-        os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        try:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            self.popen.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-
-
 class LoggedProcess:
     """Any command of the platform (the API, a worker), in its own process group, its output in a
     log file that a test reads back (log lines, tracebacks) and shows on failure."""
@@ -128,7 +77,7 @@ class LoggedProcess:
         self.log_path = Path(tempfile.mkstemp(prefix=f"facegate-{self.name}-", suffix=".log")[1])
         self.popen: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> LoggedProcess:
+    def start(self) -> Self:
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True)
@@ -140,7 +89,7 @@ class LoggedProcess:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
-    def wait_for(self, text: str, timeout: float = 90) -> LoggedProcess:
+    def wait_for(self, text: str, timeout: float = 90) -> Self:
         def seen() -> bool:
             if not self.alive():
                 raise AssertionError(f"{self.name} exited:\n{self.log()[-4000:]}")
@@ -161,6 +110,26 @@ class LoggedProcess:
             self.popen.wait(timeout=10)
         except ProcessLookupError:
             pass
+
+
+class WorkerProcess(LoggedProcess):
+    """``celery -A tests.platform.taskapp worker`` consuming one queue, in its own process group."""
+
+    def __init__(self, queue: str, env: dict[str, str], name: str = "w") -> None:
+        super().__init__([], env, name)
+        self.queue = queue
+        self.argv = [sys.executable, "-m", "celery", "-A", "tests.platform.taskapp", "worker", "--queues", queue,
+                     "--pool", "threads", "--concurrency", "2", "--hostname", f"{self.name}@%h", "--loglevel", "INFO",
+                     "--without-mingle", "--without-gossip"]
+
+    def wait_ready(self, timeout: float = 90) -> Self:
+        self.wait_for(" ready.", timeout)
+        return self
+
+    def kill9(self) -> None:
+        assert self.popen is not None
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
 
 
 class PostgresServer:
