@@ -38,6 +38,9 @@ UNSTATABLE = [
     # Rules between query parameters (/sdk, /detector: detect_face or detect_body; face estimations
     # need detect_face=1) and the shape of each ISO check's threshold (inference.iso).
     (10005, "detect_face: "), (30007, ""),
+    # A stored object's body comes with its own Content-Type and is not a multipart form; the
+    # document's `*/*` cannot exclude a missing header or multipart.
+    (10002, "multipart forms are not unpacked"),
 ]
 
 # Operations only an operator may call (admin, or advanced_user for buckets): a user's credentials
