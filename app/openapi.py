@@ -13,6 +13,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin, OpenAPIConverter
 from flask_smorest import Api
 from marshmallow import Schema, fields
 
+from app.observability import REQUEST_ID_HEADER, REQUEST_ID_RE
 from app.schemas import ErrorSchema
 
 BASIC_ONLY: list[dict[str, list[str]]] = [{"basic": []}]
@@ -39,8 +40,29 @@ class _Converter(OpenAPIConverter):
         return {**jsonschema, **(rules() if rules else {})}
 
 
+# Every answer carries the request's id (the API's own, or the caller's valid one): a caller quotes
+# it to an operator, who finds the request's log lines and tasks by it.
+_REQUEST_ID_HEADER = {
+    "description": "id of the request in the logs and in its tasks; the caller's own when it sent a valid one",
+    "schema": {"type": "string", "pattern": REQUEST_ID_RE.pattern},
+}
+_REQUEST_ID_REF = {"$ref": "#/components/headers/LunaRequestId"}
+
+
+def _stamp(response: Any) -> None:
+    if isinstance(response, dict) and "$ref" not in response:
+        response.setdefault("headers", {})[REQUEST_ID_HEADER] = _REQUEST_ID_REF
+
+
 class _Plugin(MarshmallowPlugin):
     Converter = _Converter
+
+    def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None,
+                         **kwargs: Any) -> None:
+        super().operation_helper(path=path, operations=operations, **kwargs)
+        for operation in (operations or {}).values():
+            for response in operation.get("responses", {}).values():
+                _stamp(response)
 
 
 def spec_kwargs() -> dict[str, Any]:
@@ -61,3 +83,6 @@ def document(api: Api) -> None:
     :class:`app.schemas.ErrorSchema` instead, so that component becomes ours.
     """
     api.spec.components.schemas["Error"] = api.ma_plugin.converter.schema2jsonschema(ErrorSchema)
+    api.spec.components.header("LunaRequestId", _REQUEST_ID_HEADER)
+    for response in api.spec.components.responses.values():
+        _stamp(response)

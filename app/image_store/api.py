@@ -59,6 +59,11 @@ def _serve(data: bytes, obj: StoredObject) -> Response:
     return response
 
 
+# Sent with an object that expires, so a caller caching it knows for how long.
+EXPIRY = {service.EXPIRY_HEADER: {"description": "when the object expires, as an HTTP date (GMT); absent for "
+                                                 "objects kept forever", "schema": {"type": "string"}}}
+
+
 def store_blueprint(kind_name: str, url_prefix: str, description: str) -> Blueprint:
     kind = service.KINDS[kind_name]
     id_field = f"{kind.name.split('_')[-1]}_id"  # image_id, object_id, sample_id
@@ -76,7 +81,7 @@ def store_blueprint(kind_name: str, url_prefix: str, description: str) -> Bluepr
         # Objects come back with the Content-Type they were stored with: any bytes of any type.
         accepted, served = {"*/*": body}, {"*/*": {}}
     body_doc = {"requestBody": {"required": True, "content": accepted}}
-    served_doc = {"responses": {"200": {"description": "the stored bytes", "content": served}}}
+    served_doc = {"responses": {"200": {"description": "the stored bytes", "content": served, "headers": EXPIRY}}}
     blp = Blueprint(f"{kind.name}s", __name__, url_prefix=url_prefix, description=description)
 
     def store(args: dict[str, Any], object_id: uuid.UUID | None) -> tuple[dict[str, Any], dict[str, str]]:
@@ -96,7 +101,7 @@ def store_blueprint(kind_name: str, url_prefix: str, description: str) -> Bluepr
 
     @blp.route("", methods=["POST"])
     @blp.arguments(create_args, location="query")
-    @blp.response(201)
+    @blp.response(201, headers=EXPIRY)
     @blp.doc(**body_doc)
     @require(kind.name, "creation")
     def create(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -105,7 +110,7 @@ def store_blueprint(kind_name: str, url_prefix: str, description: str) -> Bluepr
 
     @blp.route(one, methods=["PUT"])
     @blp.arguments(create_args, location="query")
-    @blp.response(200)
+    @blp.response(200, headers=EXPIRY)
     @blp.doc(**body_doc)
     @require(kind.name, "creation")
     def put(args: dict[str, Any], **path: uuid.UUID) -> tuple[dict[str, Any], dict[str, str]]:
@@ -135,7 +140,7 @@ def store_blueprint(kind_name: str, url_prefix: str, description: str) -> Bluepr
 
     @blp.route(f"{one}/ttl", methods=["PUT"])
     @blp.arguments(TTLSchema)
-    @blp.response(200)
+    @blp.response(200, headers=EXPIRY)
     @require(kind.name, "creation")
     def set_ttl(body: dict[str, Any], **path: uuid.UUID) -> tuple[dict[str, Any], dict[str, str]]:
         """Give an existing object a TTL, counted from its creation."""
