@@ -36,6 +36,8 @@ from app.image_store.schemas import (
     StoreCreateArgs,
     TTLSchema,
     ids_schema,
+    stored_schema,
+    ttl_answer_schema,
 )
 from app.openapi import BASIC_ONLY
 from app.pagination import PaginationArgs, offset, page_answer
@@ -69,6 +71,7 @@ def store_blueprint(kind_name: str, url_prefix: str, description: str) -> Bluepr
     id_field = f"{kind.name.split('_')[-1]}_id"  # image_id, object_id, sample_id
     one = f"/<uuid:{id_field}>"
     create_args = ImageCreateArgs if kind.thumbnails else StoreCreateArgs
+    stored = stored_schema(id_field, kind.thumbnails)
     binary = {"type": "string", "format": "binary"}
     body = {"schema": {**binary, "minLength": 1}}
     if kind.images:
@@ -101,7 +104,7 @@ def store_blueprint(kind_name: str, url_prefix: str, description: str) -> Bluepr
 
     @blp.route("", methods=["POST"])
     @blp.arguments(create_args, location="query")
-    @blp.response(201, headers=EXPIRY)
+    @blp.response(201, stored, headers=EXPIRY)
     @blp.doc(**body_doc)
     @require(kind.name, "creation")
     def create(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -110,7 +113,7 @@ def store_blueprint(kind_name: str, url_prefix: str, description: str) -> Bluepr
 
     @blp.route(one, methods=["PUT"])
     @blp.arguments(create_args, location="query")
-    @blp.response(200, headers=EXPIRY)
+    @blp.response(200, stored, headers=EXPIRY)
     @blp.doc(**body_doc)
     @require(kind.name, "creation")
     def put(args: dict[str, Any], **path: uuid.UUID) -> tuple[dict[str, Any], dict[str, str]]:
@@ -140,13 +143,12 @@ def store_blueprint(kind_name: str, url_prefix: str, description: str) -> Bluepr
 
     @blp.route(f"{one}/ttl", methods=["PUT"])
     @blp.arguments(TTLSchema)
-    @blp.response(200, headers=EXPIRY)
+    @blp.response(200, ttl_answer_schema(id_field), headers=EXPIRY)
     @require(kind.name, "creation")
     def set_ttl(body: dict[str, Any], **path: uuid.UUID) -> tuple[dict[str, Any], dict[str, str]]:
         """Give an existing object a TTL, counted from its creation."""
         obj = service.set_ttl(kind, current_principal().scope, path[id_field], body["ttl"])
-        expires = None if obj.expires_at is None else obj.expires_at.isoformat()
-        return {id_field: obj.id, "ttl": obj.ttl_days, "expires_at": expires}, service.expiry_headers(obj)
+        return {id_field: obj.id, "ttl": obj.ttl_days, "expires_at": obj.expires_at}, service.expiry_headers(obj)
 
     if kind.thumbnails:
         @blp.route(f"{one}/thumbnail", methods=["GET", "HEAD"])

@@ -42,8 +42,35 @@ def ids_schema(id_field: str) -> type[StrictSchema]:
     that use it, so the OpenAPI document names it once."""
     ids = fields.List(fields.UUID(), required=True, validate=validate.Length(min=1, max=BATCH_MAX),
                       metadata={"description": f"at most {BATCH_MAX} ids"})
-    name = "".join(part.title() for part in id_field.split("_")) + "sSchema"
-    return StrictSchema.from_dict({f"{id_field}s": ids}, name=name)
+    return StrictSchema.from_dict({f"{id_field}s": ids}, name=_class_name(id_field, "sSchema"))
+
+
+def _class_name(id_field: str, suffix: str) -> str:
+    return "".join(part.title() for part in id_field.split("_")) + suffix
+
+
+@lru_cache
+def stored_schema(id_field: str, thumbnails: bool) -> type[StrictSchema]:
+    """The answer of a write: the id and where to read the object (one class per id field)."""
+    answer: dict[str, fields.Field] = {
+        id_field: fields.String(required=True, metadata={"description": "id of the stored object"}),
+        "url": fields.String(required=True, metadata={"description": "where to read it"}),
+    }
+    if thumbnails:
+        answer["thumbnail_url"] = fields.String(metadata={"description": "where to read its thumbnail; "
+                                                                         "only when stored with thumbnail=1"})
+    return StrictSchema.from_dict(answer, name=_class_name(id_field.removesuffix("_id"), "Stored"))
+
+
+@lru_cache
+def ttl_answer_schema(id_field: str) -> type[StrictSchema]:
+    """The answer of a TTL change: the TTL in force and the expiry it gives."""
+    return StrictSchema.from_dict({
+        id_field: fields.String(required=True, metadata={"description": "id of the object"}),
+        "ttl": fields.Integer(required=True, metadata={"description": "days, or -1: kept forever"}),
+        "expires_at": fields.DateTime(required=True, allow_none=True, metadata={
+            "description": "when it expires (ISO 8601); null when kept forever"}),
+    }, name=_class_name(id_field.removesuffix("_id"), "TTL"))
 
 
 class DeletedSchema(StrictSchema):
