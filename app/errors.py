@@ -95,6 +95,9 @@ ERRORS: dict[str, ErrorCode] = {
     "descriptor_version_mismatch": ErrorCode(40002, 400, "Descriptor versions differ"),
     "bad_candidates": ErrorCode(40003, 400, "Bad matching candidates"),
     "verifier_not_found": ErrorCode(40004, 404, "Verifier not found"),
+    # handlers
+    "handler_not_found": ErrorCode(50001, 404, "Handler not found"),
+    "policies_conflict": ErrorCode(50002, 409, "Handler policies contradict each other"),
 }
 
 

@@ -1,0 +1,1 @@
+"""Handlers: stored, validated processing policies that events will be generated under."""
