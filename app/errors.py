@@ -98,6 +98,10 @@ ERRORS: dict[str, ErrorCode] = {
     # handlers
     "handler_not_found": ErrorCode(50001, 404, "Handler not found"),
     "policies_conflict": ErrorCode(50002, 409, "Handler policies contradict each other"),
+    # events and general events
+    "bad_filter": ErrorCode(60001, 400, "Bad filter"),
+    "event_not_found": ErrorCode(60002, 404, "Event not found"),
+    "event_too_large": ErrorCode(60003, 400, "Event too large"),
 }
 
 

@@ -142,6 +142,9 @@ SETTINGS: list[Setting] = [
             "streaming descriptors from the database"),
     Setting("matcher_inline_max", int, 0, "raw matching and verification requests comparing at most "
             "this many descriptor pairs run in the API process instead of a matcher task (0: always a task)"),
+    # events
+    Setting("events_geo_delta_default", float, 0.01, "half the width and half the height, in degrees, "
+            "of the geo filter's box when a request gives an origin without longitude_delta or latitude_delta"),
     # inference
     Setting("enable_all_estimators_by_default", bool, True, "load every estimator unless its "
             "enable_<name> flag says otherwise"),

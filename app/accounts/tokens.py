@@ -35,6 +35,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "list": ("view", "creation", "modification", "deletion"),
     "attribute": ("view", "creation", "modification", "deletion", "matching"),
     "event": ("view", "creation", "deletion", "matching"),
+    "general_event": ("view", "creation"),
     "face_sample": ("view", "creation", "deletion"),
     "body_sample": ("view", "creation", "deletion"),
     "image": ("view", "creation", "deletion"),

@@ -41,6 +41,9 @@ UNSTATABLE = [
     # A stored object's body comes with its own Content-Type and is not a multipart form; the
     # document's `*/*` cannot exclude a missing header or multipart.
     (10002, "multipart forms are not unpacked"),
+    # The events' geo box: both origin fields or none, and a box within one hemisphere's span, off
+    # the date line and the poles, given the deltas or their default (a setting).
+    (60001, "geo filter: "),
 ]
 
 # Operations only an operator may call (admin, or advanced_user for buckets): a user's credentials
