@@ -97,7 +97,7 @@ ERRORS: dict[str, ErrorCode] = {
     "verifier_not_found": ErrorCode(40004, 404, "Verifier not found"),
     # handlers
     "handler_not_found": ErrorCode(50001, 404, "Handler not found"),
-    "policies_conflict": ErrorCode(50002, 409, "Handler policies contradict each other"),
+    "policies_conflict": ErrorCode(50002, 400, "Handler policies contradict each other"),
     # events and general events
     "bad_filter": ErrorCode(60001, 400, "Bad filter"),
     "event_not_found": ErrorCode(60002, 404, "Event not found"),

@@ -2,7 +2,7 @@
 
 Whatever would fail for every event of a handler is refused when the handler is written (or when
 the validator resource is asked), not when the first image arrives: policies that contradict each
-other (409 ``policies_conflict``), estimators the configuration disables (403
+other (400 ``policies_conflict``), estimators the configuration disables (403
 ``estimator_disabled``) and lists the account does not have (404 ``list_not_found``).
 """
 from __future__ import annotations

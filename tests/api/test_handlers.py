@@ -79,7 +79,7 @@ def test_dynamic_handlers_take_no_policies(client: Any, account: Account) -> Non
     assert client.get(f"/handlers/{hid}", headers=account.auth).json["policies"] is None
     for r in (client.post("/handlers", json={"handler_type": "dynamic", "policies": {}}, headers=account.auth),
               client.patch(f"/handlers/{hid}", json={"policies": {}}, headers=account.auth)):
-        assert r.status_code == 409 and r.json["error_code"] == 50002, r.json
+        assert r.status_code == 400 and r.json["error_code"] == 50002, r.json
     assert client.get(f"/handlers/{hid}", headers=account.auth).json["version"] == 1
 
 
@@ -109,7 +109,7 @@ def test_contradicting_policies_are_refused_by_creation_and_validator(
         client: Any, account: Account, policies: dict[str, Any], fragment: str) -> None:
     for r in (client.post("/handlers", json={"policies": policies}, headers=account.auth),
               client.post("/handlers/validator", json={"policies": policies}, headers=account.auth)):
-        assert r.status_code == 409 and r.json["error_code"] == 50002, r.json
+        assert r.status_code == 400 and r.json["error_code"] == 50002, r.json
         assert fragment in r.json["detail"], r.json
     assert client.get("/handlers", headers=account.auth).json["handlers"] == []
 

@@ -44,6 +44,9 @@ UNSTATABLE = [
     # The events' geo box: both origin fields or none, and a box within one hemisphere's span, off
     # the date line and the poles, given the deltas or their default (a setting).
     (60001, "geo filter: "),
+    # Rules between a handler's policies (extraction needs detection, a match needs a descriptor,
+    # filters name existing match labels); each is in the policy fields' descriptions.
+    (50002, ""),
 ]
 
 # Operations only an operator may call (admin, or advanced_user for buckets): a user's credentials
