@@ -26,10 +26,7 @@ import argparse
 import json
 import os
 import random
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -38,62 +35,20 @@ from typing import Any
 
 import numpy as np
 import requests
+from apiserver import BenchDatabase, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-PG_ADMIN_URL = os.environ.get("FACEGATE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("FACEGATE_BENCH_REDIS", "redis://127.0.0.1:6379/15")
-DB_NAME = "facegate_bench_events"
-DB_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + DB_NAME
+DB = BenchDatabase("facegate_bench_events", os.environ.get("FACEGATE_BENCH_REDIS", "redis://127.0.0.1:6379/15"))
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)
 DAYS = 30
 HANDLERS = [uuid.UUID(int=0x1000 + n) for n in range(20)]
-_DATA_DIR = tempfile.mkdtemp(prefix="facegate-bench-events-")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGATE_")}
-    env.update({"FACEGATE_DATABASE_URL": DB_URL, "FACEGATE_DATA_DIR": _DATA_DIR, "FACEGATE_API_WORKERS": "2",
-                "FACEGATE_LOG_LEVEL": "WARNING", "FACEGATE_REDIS_URL": REDIS_URL})
-    return env
-
-
-def _fresh_database() -> None:
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
-    admin.dispose()
-    subprocess.run([str(ROOT / ".venv/bin/facegate"), "db", "upgrade"], check=True, env=_env(), cwd=ROOT,
-                   stdout=subprocess.DEVNULL)
-
-
-def _start_server(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([str(ROOT / ".venv/bin/facegate"), "api", "--host", "127.0.0.1", "--port", str(port)],
-                            env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/version", timeout=1).ok:
-                return proc
-        except requests.RequestException:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("the API did not start")
 
 
 def _psql() -> Any:
     import psycopg
 
-    return psycopg.connect(DB_URL.replace("postgresql+psycopg", "postgresql"), autocommit=True)
+    return psycopg.connect(DB.psycopg_url, autocommit=True)
 
 
 def _generate(n: int, account_id: str, other_id: str) -> float:
@@ -174,7 +129,7 @@ def _timed(call: Any, repeat: int) -> list[float]:
 
 def _baselines(account_id: str, queries: dict[str, Any]) -> dict[str, float]:
     """Each page query once through the service with index scans off (ms), and a plain count(*)."""
-    os.environ.update(_env())
+    os.environ.update(DB.env)
     from sqlalchemy import text
 
     from app.db import session_scope
@@ -212,9 +167,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=40, help="timed requests per query")
     args = parser.parse_args()
 
-    _fresh_database()
-    port = _free_port()
-    server = _start_server(port)
+    DB.fresh()
+    port = free_port()
+    server = DB.start_api(port)
     rng = random.Random(11)
     pages: dict[str, list[float]] = {}
     stats: dict[str, list[float]] = {}
@@ -251,7 +206,7 @@ def main() -> None:
     stats_all = [t for v in stats.values() for t in v]
     events_p95 = float(np.percentile(page_all, 95))
     stats_p95 = float(np.percentile(stats_all, 95))
-    print(f"server: facegate api (gunicorn, 2 workers) on loopback; PostgreSQL database {DB_NAME}")
+    print(f"server: facegate api (gunicorn, 2 workers) on loopback; PostgreSQL database {DB.name}")
     print(f"events: {args.events} generated in PostgreSQL in {generate_s:.1f} s (incl. VACUUM ANALYZE); "
           f"90% in the bench account")
     print(f"GET /events, page_size=100, {args.repeat} random requests each: p50 / p95 ms "

@@ -22,65 +22,19 @@ import base64
 import json
 import os
 import random
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import requests
+from apiserver import BenchDatabase, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-PG_ADMIN_URL = os.environ.get("FACEGATE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-DB_NAME = "facegate_bench_faces"
-DB_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + DB_NAME
+DB = BenchDatabase("facegate_bench_faces", "redis://127.0.0.1:6379/15")
 TABLES = ("face", "face_descriptor", "list_face", "change_log")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _fresh_database() -> None:
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
-    admin.dispose()
-    subprocess.run([str(ROOT / ".venv/bin/facegate"), "db", "upgrade"], check=True, env=_env(), cwd=ROOT,
-                   stdout=subprocess.DEVNULL)
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGATE_")}
-    env.update({"FACEGATE_DATABASE_URL": DB_URL, "FACEGATE_DATA_DIR": _DATA_DIR, "FACEGATE_API_WORKERS": "2",
-                "FACEGATE_LOG_LEVEL": "WARNING", "FACEGATE_REDIS_URL": "redis://127.0.0.1:6379/15"})
-    return env
-
-
-_DATA_DIR = tempfile.mkdtemp(prefix="facegate-bench-faces-")
-
-
-def _start_server(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([str(ROOT / ".venv/bin/facegate"), "api", "--host", "127.0.0.1", "--port", str(port)],
-                            env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/version", timeout=1).ok:
-                return proc
-        except requests.RequestException:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("the API did not start")
 
 
 def _vectors(n: int, dim: int) -> np.ndarray:
@@ -96,7 +50,7 @@ def _baseline(vectors: np.ndarray, account_id: str, version: int) -> float:
 
     n = len(vectors)
     list_id = uuid.uuid4()
-    with psycopg.connect(DB_URL.replace("postgresql+psycopg", "postgresql")) as conn:
+    with psycopg.connect(DB.psycopg_url) as conn:
         for t in TABLES[:3]:
             conn.execute(f"CREATE TABLE baseline_{t} (LIKE {t} INCLUDING ALL)")
         conn.commit()
@@ -124,7 +78,7 @@ def _sizes() -> dict[str, int]:
     import psycopg
 
     # What autovacuum would have done by the time anyone lists 100,000 faces.
-    with psycopg.connect(DB_URL.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+    with psycopg.connect(DB.psycopg_url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
         return {t: conn.execute(f"SELECT pg_total_relation_size('{t}')").fetchone()[0] for t in TABLES}
 
@@ -140,9 +94,9 @@ def main() -> None:
 
     version = fmt.DESCRIPTOR_VERSION
     vectors = _vectors(args.faces, fmt.DESCRIPTOR_LENGTHS[version])
-    _fresh_database()
-    port = _free_port()
-    server = _start_server(port)
+    DB.fresh()
+    port = free_port()
+    server = DB.start_api(port)
     try:
         api = f"http://127.0.0.1:{port}"
         http = requests.Session()
@@ -204,7 +158,7 @@ def main() -> None:
     baseline = _baseline(vectors, account_id, version)
     total_bytes = sum(sizes.values())
     p95 = float(np.percentile(latencies, 95))
-    print(f"server: facegate api (gunicorn gthread, 2 workers) on loopback; PostgreSQL database {DB_NAME}")
+    print(f"server: facegate api (gunicorn gthread, 2 workers) on loopback; PostgreSQL database {DB.name}")
     print(f"faces: {args.faces} in batches of {args.batch}; create {create_s:.1f} s "
           f"({args.faces / create_s:.0f} faces/s), link {link_s:.1f} s ({args.faces / link_s:.0f} faces/s)")
     print(f"API create + link: {faces_per_s:.0f} faces/s (target >= 2000)")
