@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -50,13 +50,17 @@ MAX_IN_VALUES = 1000
 
 @dataclass(frozen=True)
 class Filterable:
-    """What one resource lets callers filter on: filter name -> column."""
+    """What one resource lets callers filter on: filter name -> column (``contains``: a substring of
+    the column; ``custom``: a condition the resource builds from the value, such as membership of a
+    list that lives in another table)."""
 
     equal: Mapping[str, Any] = field(default_factory=dict)
     any_of: Mapping[str, Any] = field(default_factory=dict)
+    contains: Mapping[str, Any] = field(default_factory=dict)
     ranges: Mapping[str, Any] = field(default_factory=dict)
     json: Mapping[str, Any] = field(default_factory=dict)
     geo: tuple[Any, Any] | None = None
+    custom: Mapping[str, Callable[[Any], ColumnElement[bool]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -223,19 +227,25 @@ def _range(target: Filterable, name: str) -> tuple[Any, str] | None:
     return None
 
 
-def conditions(target: Filterable, filters: Mapping[str, Any], dialect: str) -> list[ColumnElement[bool]]:
+def conditions(target: Filterable, filters: Mapping[str, Any], dialect: str = "") -> list[ColumnElement[bool]]:
     """WHERE conditions for ``filters`` (values already typed by the resource's schema, JSON-path
-    values as given); an unknown filter is a 400 naming it. ``None`` values are absent filters."""
+    values as given); an unknown filter is a 400 naming it. ``None`` and empty values (``""``,
+    ``[]``: what an empty query parameter gives) are absent filters. ``dialect`` (the session's)
+    is needed only by resources with JSON filters."""
     out: list[ColumnElement[bool]] = []
     geo: dict[str, Any] = {}
     for name, value in filters.items():
-        if value is None:
+        if value is None or (isinstance(value, (str, list, tuple)) and not value):
             continue
         bound = _range(target, name)
         if name in target.equal:
             out.append(target.equal[name] == value)
         elif name in target.any_of:
             out.append(target.any_of[name].in_(value))
+        elif name in target.contains:
+            out.append(target.contains[name].contains(value, autoescape=True))
+        elif name in target.custom:
+            out.append(target.custom[name](value))
         elif bound is not None:
             column, op = bound
             out.append({"gte": column >= value, "gt": column > value, "lte": column <= value,

@@ -5,13 +5,14 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.faces import changes
 from app.faces.models import FaceList, ListFace
 from app.faces.service import own_faces
+from app.filters import Filterable, conditions
 from app.pagination import paginate
 from app.scope import Scope, get_or_404, scoped
 
@@ -23,16 +24,8 @@ def create_list(session: Session, scope: Scope, user_data: str = "") -> FaceList
     return face_list
 
 
-def _filtered(query: Select[Any], f: dict[str, Any]) -> Select[Any]:
-    if f.get("list_ids"):
-        query = query.where(FaceList.list_id.in_(f["list_ids"]))
-    if f.get("user_data"):
-        query = query.where(FaceList.user_data.contains(f["user_data"], autoescape=True))
-    if f.get("create_time__gte"):
-        query = query.where(FaceList.create_time >= f["create_time__gte"])
-    if f.get("create_time__lt"):
-        query = query.where(FaceList.create_time < f["create_time__lt"])
-    return query
+FILTERS = Filterable(any_of={"list_ids": FaceList.list_id}, contains={"user_data": FaceList.user_data},
+                     ranges={"create_time": FaceList.create_time})
 
 
 def list_views(session: Session, lists: Sequence[FaceList]) -> list[dict[str, Any]]:
@@ -48,12 +41,12 @@ def list_views(session: Session, lists: Sequence[FaceList]) -> list[dict[str, An
 
 def list_lists(session: Session, scope: Scope, filters: dict[str, Any],
                page: int, page_size: int) -> list[dict[str, Any]]:
-    query = _filtered(scoped(FaceList, scope), filters).order_by(FaceList.list_id)
+    query = scoped(FaceList, scope).where(*conditions(FILTERS, filters)).order_by(FaceList.list_id)
     return list_views(session, paginate(session, query, page, page_size))
 
 
 def count_lists(session: Session, scope: Scope, filters: dict[str, Any]) -> int:
-    return session.scalar(_filtered(scoped(FaceList, scope, func.count()), filters)) or 0
+    return session.scalar(scoped(FaceList, scope, func.count()).where(*conditions(FILTERS, filters))) or 0
 
 
 def update_list(session: Session, scope: Scope, list_id: uuid.UUID, user_data: str) -> FaceList:

@@ -21,6 +21,7 @@ from app.attributes import service as attributes
 from app.errors import APIError
 from app.faces import changes
 from app.faces.models import Face, FaceDescriptor, FaceList, ListFace, time_ordered_uuid
+from app.filters import Filterable, conditions
 from app.pagination import page_slice
 from app.scope import Scope, get_or_404, owned_ids, scoped
 
@@ -111,25 +112,16 @@ def create_faces(session: Session, scope: Scope, items: Sequence[dict[str, Any]]
     return [{"face_id": r["face_id"], "external_id": r["external_id"]} for r in face_rows]
 
 
+FILTERS = Filterable(
+    any_of={"face_ids": Face.face_id, "external_ids": Face.external_id},
+    contains={"user_data": Face.user_data},
+    ranges={"create_time": Face.create_time, "face_id": Face.face_id},
+    custom={"list_id": lambda list_id: Face.face_id.in_(select(ListFace.face_id).where(ListFace.list_id == list_id))})
+
+
 def filtered(query: Select[Any], f: Mapping[str, Any]) -> Select[Any]:
     """``query`` (a scoped SELECT over ``face``) narrowed by the face filters of a request."""
-    if f.get("face_ids"):
-        query = query.where(Face.face_id.in_(f["face_ids"]))
-    if f.get("external_ids"):
-        query = query.where(Face.external_id.in_(f["external_ids"]))
-    if f.get("user_data"):
-        query = query.where(Face.user_data.contains(f["user_data"], autoescape=True))
-    if f.get("list_id"):
-        query = query.join(ListFace, ListFace.face_id == Face.face_id).where(ListFace.list_id == f["list_id"])
-    if f.get("create_time__gte"):
-        query = query.where(Face.create_time >= f["create_time__gte"])
-    if f.get("create_time__lt"):
-        query = query.where(Face.create_time < f["create_time__lt"])
-    if f.get("face_id__gte"):
-        query = query.where(Face.face_id >= f["face_id__gte"])
-    if f.get("face_id__lt"):
-        query = query.where(Face.face_id < f["face_id__lt"])
-    return query
+    return query.where(*conditions(FILTERS, f))
 
 
 def _view(f: Face, lists: list[uuid.UUID], versions: list[int]) -> dict[str, Any]:

@@ -11,12 +11,12 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping
 
-from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from app import settings
 from app.errors import APIError
 from app.faces.models import FaceList
+from app.filters import Filterable, conditions
 from app.handlers.models import DYNAMIC, Handler
 from app.handlers.schemas import PoliciesSchema
 from app.pagination import paginate
@@ -139,17 +139,12 @@ def create_handler(session: Session, scope: Scope, description: str, handler_typ
     return handler
 
 
-def _filtered(query: Select[Any], f: Mapping[str, Any]) -> Select[Any]:
-    if f.get("description"):
-        query = query.where(Handler.description.contains(f["description"], autoescape=True))
-    if f.get("handler_type"):
-        query = query.where(Handler.handler_type == f["handler_type"])
-    return query
+FILTERS = Filterable(equal={"handler_type": Handler.handler_type}, contains={"description": Handler.description})
 
 
 def list_handlers(session: Session, scope: Scope, filters: Mapping[str, Any],
                   page: int, page_size: int) -> list[Handler]:
-    return paginate(session, _filtered(scoped(Handler, scope), filters).order_by(Handler.handler_id),
+    return paginate(session, scoped(Handler, scope).where(*conditions(FILTERS, filters)).order_by(Handler.handler_id),
                     page, page_size)
 
 

@@ -11,9 +11,9 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
+from app.filters import Filterable, conditions
 from app.matching import service as matching
 from app.pagination import paginate
 from app.scope import Scope, get_or_404, scoped
@@ -27,16 +27,13 @@ def create_verifier(session: Session, scope: Scope, **fields_: Any) -> Verifier:
     return verifier
 
 
-def _filtered(query: Select[Any], f: Mapping[str, Any]) -> Select[Any]:
-    if f.get("description"):
-        query = query.where(Verifier.description.contains(f["description"], autoescape=True))
-    return query
+FILTERS = Filterable(contains={"description": Verifier.description})
 
 
 def list_verifiers(session: Session, scope: Scope, filters: Mapping[str, Any],
                    page: int, page_size: int) -> list[Verifier]:
-    return paginate(session, _filtered(scoped(Verifier, scope), filters).order_by(Verifier.verifier_id),
-                    page, page_size)
+    query = scoped(Verifier, scope).where(*conditions(FILTERS, filters)).order_by(Verifier.verifier_id)
+    return paginate(session, query, page, page_size)
 
 
 def update_verifier(session: Session, scope: Scope, verifier_id: uuid.UUID,
