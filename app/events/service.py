@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Integer, cast, extract, func, insert, literal_column, text
+from sqlalchemy import Integer, cast, extract, func, insert, literal_column, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -260,6 +260,12 @@ def stats(session: Session, resource: Resource, scope: Scope, body: Mapping[str,
         # By output column name: the expressions carry bound parameters, and PostgreSQL would not
         # see a GROUP BY with parameters of its own as the same expression as the select list's.
         names = [literal_column(f"k{n}") for n in range(len(exprs))]
-        query = query.group_by(*names).order_by(*(n.asc().nulls_last() for n in names)).limit(MAX_GROUPS)
+        # Groups are ordered outside the aggregation: with ORDER BY on the grouping itself,
+        # PostgreSQL walks an index in group order (ix_event_handler over the whole table, say)
+        # to aggregate sorted, instead of reading only the filtered rows by their own index and
+        # hashing them: 520 against 180 ms for a week of 210,000 events (bench/events.py).
+        grouped = query.group_by(*names).subquery()
+        query = (select(grouped).order_by(*(grouped.c[f"k{n}"].asc().nulls_last() for n in range(len(exprs))))
+                 .limit(MAX_GROUPS))
     return [{"group": {name: _group_value(name, row[n]) for n, (name, _) in enumerate(keys)},
              "value": _number(row[-1])} for row in session.execute(query)]
