@@ -56,7 +56,8 @@ def check_face_limit(session: Session, adding: int) -> None:
                     "delete faces", after, limit, 100.0 * after / limit)
 
 
-def _own_lists(session: Session, scope: Scope, list_ids: Iterable[uuid.UUID]) -> None:
+def own_lists(session: Session, scope: Scope, list_ids: Iterable[uuid.UUID]) -> None:
+    """404 ``list_not_found`` naming the first of ``list_ids`` the scope does not have."""
     wanted = set(list_ids)
     missing = wanted - set(owned_ids(session, FaceList, wanted, scope))
     if missing:
@@ -78,7 +79,7 @@ def create_faces(session: Session, scope: Scope, items: Sequence[dict[str, Any]]
     check_batch_size(len(items), "faces")
     account_id = scope.owner
     sources = [_source(scope, item) for item in items]
-    _own_lists(session, scope, (lid for item in items for lid in item.get("list_ids") or ()))
+    own_lists(session, scope, (lid for item in items for lid in item.get("list_ids") or ()))
     check_face_limit(session, sum(1 for d, _, _ in sources if d))
 
     # Sorted ids keep the batch's order in face_id order (the listing order).

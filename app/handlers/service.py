@@ -15,12 +15,12 @@ from sqlalchemy.orm import Session
 
 from app import settings
 from app.errors import APIError
-from app.faces.models import FaceList
+from app.faces import service as faces
 from app.filters import Filterable, conditions
 from app.handlers.models import DYNAMIC, Handler
 from app.handlers.schemas import PoliciesSchema
 from app.pagination import paginate
-from app.scope import Scope, get_or_404, owned_ids, scoped
+from app.scope import Scope, get_or_404, scoped
 from inference import analysis
 
 # Policy flags by the /sdk option whose estimators they need (inference.analysis.NEEDS).
@@ -112,10 +112,7 @@ def check_policies(session: Session, scope: Scope, policies: Mapping[str, Any]) 
     """Refuse loaded policies that no event could follow (see the module's docstring)."""
     _check_consistency(policies)
     _check_estimators(policies)
-    wanted = _list_ids(policies)
-    missing = set(wanted) - set(owned_ids(session, FaceList, wanted, scope))
-    if missing:
-        raise APIError("list_not_found", f"list {sorted(map(str, missing))[0]} not found")
+    faces.own_lists(session, scope, _list_ids(policies))
 
 
 def _stored_policies(session: Session, scope: Scope, handler_type: str,
@@ -144,8 +141,8 @@ FILTERS = Filterable(equal={"handler_type": Handler.handler_type}, contains={"de
 
 def list_handlers(session: Session, scope: Scope, filters: Mapping[str, Any],
                   page: int, page_size: int) -> list[Handler]:
-    return paginate(session, scoped(Handler, scope).where(*conditions(FILTERS, filters)).order_by(Handler.handler_id),
-                    page, page_size)
+    query = scoped(Handler, scope).where(*conditions(FILTERS, filters)).order_by(Handler.handler_id)
+    return paginate(session, query, page, page_size)
 
 
 def _changed(handler: Handler) -> None:
