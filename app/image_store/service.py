@@ -97,7 +97,7 @@ def _mapped() -> Iterator[None]:
     except StorageError as exc:
         raise _api_error(exc) from exc
     except BotoCoreError as exc:  # connection refused, timeouts, bad endpoint: S3 is not there
-        raise APIError("storage_unavailable", f"S3 does not answer: {exc}") from exc
+        raise APIError("storage_unavailable", "the object store is not reachable") from exc  # the log has the cause
 
 
 def _storage_call(func: F) -> F:
@@ -124,7 +124,8 @@ def store() -> ObjectStore:
     else:
         options = {"endpoint_url": s.s3_endpoint_url, "region": s.s3_region, "access_key": s.s3_access_key,
                    "secret_key": s.s3_secret_key, "signature_version": s.s3_signature_version,
-                   "verify_ssl": s.s3_verify_ssl, "bucket_prefix": s.s3_bucket_prefix}
+                   "verify_ssl": s.s3_verify_ssl, "bucket_prefix": s.s3_bucket_prefix,
+                   "connect_timeout_s": s.dependency_timeout_s}
     with _mapped():
         return _build(s.storage_type, tuple(sorted(options.items())))
 

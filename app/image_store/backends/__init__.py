@@ -37,7 +37,7 @@ STORE_TYPES: dict[str, type[ObjectStore]] = {
 def build_store(storage_type: str, **options: Any) -> ObjectStore:
     """``options`` are the back-end's constructor arguments (local: ``root``; S3: ``endpoint_url``,
     ``region``, ``access_key``, ``secret_key``, ``signature_version``, ``verify_ssl``,
-    ``bucket_prefix``). The type is case-insensitive: the product spells it ``S3``."""
+    ``bucket_prefix``, ``connect_timeout_s``). The type is case-insensitive: the product spells it ``S3``."""
     try:
         cls = STORE_TYPES[storage_type.strip().lower()]
     except KeyError:
