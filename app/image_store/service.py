@@ -132,11 +132,27 @@ def store() -> ObjectStore:
 
 # ---- images ----------------------------------------------------------------------------------
 @contextmanager
+def image_errors(name: str | None = None) -> Iterator[None]:
+    """``inference.images`` errors as the API's, naming the image (when a request has several) and
+    the settings behind a limit."""
+    prefix = f"image '{name}': " if name is not None else ""
+    try:
+        yield
+    except image_check.ImageFormatNotAllowed as exc:
+        raise APIError("image_format_not_allowed", f"{prefix}{exc}") from exc
+    except image_check.ImageTooLarge as exc:
+        raise APIError("image_too_large", f"{prefix}{exc} (settings inference_max_image_pixels, "
+                                          "image_decode_budget_mb)") from exc
+    except image_check.ImageError as exc:
+        raise APIError("bad_image", f"{prefix}{exc}") from exc
+
+
+@contextmanager
 def _checked(data: bytes) -> Iterator[tuple[image_check.ImageHeader, Image.Image]]:
     """The image's header and every pixel as a PIL RGB image, decoded under the process's decode
     budget, which is held until the block ends (the JPEG encoding works on those pixels)."""
     s = settings.current()
-    try:
+    with image_errors():
         header = image_check.read_header(data, s.inference_max_image_pixels, s.image_decode_budget_mb)
         with image_check.decode_budget([header], s.image_decode_budget_mb):
             image = image_check.decode_rgb(data, header)
@@ -144,13 +160,6 @@ def _checked(data: bytes) -> Iterator[tuple[image_check.ImageHeader, Image.Image
                 yield header, image
             finally:
                 image.close()  # the pixels go when the budget is given back, whatever still names them
-    except image_check.ImageFormatNotAllowed as exc:
-        raise APIError("image_format_not_allowed", str(exc)) from exc
-    except image_check.ImageTooLarge as exc:
-        raise APIError("image_too_large", f"{exc} (settings inference_max_image_pixels, image_decode_budget_mb)") \
-            from exc
-    except image_check.ImageError as exc:
-        raise APIError("bad_image", str(exc)) from exc
 
 
 def _encode_jpeg(image: Image.Image) -> bytes:

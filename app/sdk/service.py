@@ -105,7 +105,7 @@ def run(task_name: str, scope: Scope, images: list[SourceImage], params: dict[st
     check_count(images)
     s = settings.current()
     for image in images:  # all refused before any is stored: a refused request leaves nothing behind
-        with image_errors(image.name):
+        with image_store.image_errors(image.name):
             image_check.read_header(image.data, s.inference_max_image_pixels, s.image_decode_budget_mb)
     refs = []
     for image in images:
@@ -145,20 +145,6 @@ def unavailable_error(exc: analysis.Unavailable | registry.EstimatorUnavailable)
 
 
 @contextmanager
-def image_errors(name: str) -> Iterator[None]:
-    """``inference.images`` errors as the API's, naming the image and the setting behind a limit."""
-    try:
-        yield
-    except image_check.ImageFormatNotAllowed as exc:
-        raise APIError("image_format_not_allowed", f"image '{name}': {exc}") from None
-    except image_check.ImageTooLarge as exc:
-        raise APIError("image_too_large", f"image '{name}': {exc} (settings inference_max_image_pixels, "
-                                          "image_decode_budget_mb)") from None
-    except image_check.ImageError as exc:
-        raise APIError("bad_image", f"image '{name}': {exc}") from None
-
-
-@contextmanager
 def load_images(scope: Scope, refs: list[dict[str, str]]) -> Iterator[list[tuple[str, np.ndarray]]]:
     """(format, RGB pixels) of each stored source image, decoded under one hold of the process's
     decode budget that lasts until the block ends: the pixels live on through the models, and
@@ -167,12 +153,12 @@ def load_images(scope: Scope, refs: list[dict[str, str]]) -> Iterator[list[tuple
     stored = [(ref["filename"], image_store.get(SOURCE, scope, ref["image_id"])[0]) for ref in refs]
     headers = []
     for name, data in stored:
-        with image_errors(name):
+        with image_store.image_errors(name):
             headers.append(image_check.read_header(data, s.inference_max_image_pixels, s.image_decode_budget_mb))
     with image_check.decode_budget(headers, s.image_decode_budget_mb, ANALYSIS_BYTES_PER_PIXEL):
         out = []
         for (name, data), header in zip(stored, headers):
-            with image_errors(name):
+            with image_store.image_errors(name):
                 out.append((header.format, image_check.decode(data, header)))
         try:
             yield out
