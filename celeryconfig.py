@@ -115,5 +115,7 @@ enable_utc = True
 beat_schedule: dict = {
     # Expired objects on local disk; the task's lock keeps it to one worker however many run.
     "storage-cleanup": {"task": "storage.cleanup", "schedule": crontab(hour=1, minute=0)},
+    # Outbox rows a save's kick missed, and webhook retries whose task was lost (app.notifications).
+    "notifications-relay": {"task": "notifications.relay", "schedule": 5.0, "options": {"expires": 5.0}},
 }
 beat_schedule_filename = str(Path(_s.data_dir) / "celerybeat-schedule")

@@ -155,7 +155,8 @@ def _expiring(sig: Signature, expires: datetime) -> None:
     body = getattr(sig, "body", None) if isinstance(sig, chord) else None
     if body is not None:
         _expiring(body, expires)
-    sig.set(expires=expires)
+    if "expires" not in sig.options:  # a step that states its own deadline keeps it
+        sig.set(expires=expires)
 
 
 def _wait_s(timeout: float | None) -> float:
@@ -182,6 +183,15 @@ def send(sig: Signature, timeout: float | None = None) -> AsyncResult:
         raise unavailable("result_store_unavailable") from exc
     except redis.RedisError as exc:  # a Redis broker's errors arrive as OperationalError (kombu)
         raise unavailable("result_store_unavailable") from exc
+    except _BROKER_DOWN as exc:
+        raise unavailable("broker_unavailable") from exc
+
+
+def enqueue(sig: Signature) -> None:
+    """Send background work nobody waits for (no deadline, no result-store check); a broker that
+    is down raises its 503."""
+    try:
+        sig.apply_async()
     except _BROKER_DOWN as exc:
         raise unavailable("broker_unavailable") from exc
 

@@ -98,6 +98,7 @@ ERRORS: dict[str, ErrorCode] = {
     # handlers
     "handler_not_found": ErrorCode(50001, 404, "Handler not found"),
     "policies_conflict": ErrorCode(50002, 400, "Handler policies contradict each other"),
+    "multiple_faces": ErrorCode(50003, 400, "Several faces where the handler allows one"),
     # events and general events
     "bad_filter": ErrorCode(60001, 400, "Bad filter"),
     "event_not_found": ErrorCode(60002, 404, "Event not found"),

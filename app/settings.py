@@ -145,6 +145,13 @@ SETTINGS: list[Setting] = [
     # events
     Setting("events_geo_delta_default", float, 0.01, "half the width and half the height, in degrees, "
             "of the geo filter's box when a request gives an origin without longitude_delta or latitude_delta"),
+    # notifications
+    Setting("callback_timeout_s", float, 5.0, "seconds an http callback's receiver has to answer one delivery"),
+    Setting("callback_max_attempts", int, 6, "tries of one http callback delivery before it is marked failed"),
+    Setting("callback_backoff_s", float, 2.0, "wait before the second try of a failed http callback; doubled "
+            "for each further try, at most 300 s"),
+    Setting("ws_queue_max", int, 1000, "events queued for one websocket subscriber; a subscriber that falls "
+            "this far behind is disconnected (close code 1008) so it cannot stall the others"),
     # inference
     Setting("enable_all_estimators_by_default", bool, True, "load every estimator unless its "
             "enable_<name> flag says otherwise"),

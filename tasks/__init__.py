@@ -14,7 +14,8 @@ from app import settings
 from app.dispatch import REQUEST_ID_HEADER, celery
 from app.observability import configure_logging, request_id_var
 
-TASK_MODULES = ["tasks.lease", "tasks.system", "tasks.storage", "tasks.inference", "tasks.matcher"]
+TASK_MODULES = ["tasks.lease", "tasks.system", "tasks.storage", "tasks.inference", "tasks.matcher", "tasks.handlers",
+                "tasks.notifications"]
 
 celery.conf.include = TASK_MODULES
 app = celery  # the name `celery -A tasks` looks for first

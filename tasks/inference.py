@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from app import settings
 from app.dispatch import reported
+from app.handlers import processing
 from app.scope import Scope
 from app.sdk import service as sdk
 from inference import analysis, parallel, pipeline, registry
@@ -184,6 +185,24 @@ def sdk_task(self: Any, scope: str, refs: list[dict[str, str]], options: dict[st
             found = batcher.run(_analyze_batch, [(image, options) for _, image in loaded])
             sizes = [image.shape[:2] for _, image in loaded]
         return sdk.finish(self.request.id, owner, refs, sizes, found, options)
+
+    return _inference(work)
+
+
+@celery.task(name="inference.handler_detect", acks_late=True, bind=True)
+@reported
+def handler_detect(self: Any, scope: str, refs: list[dict[str, str]], policies: dict[str, Any],
+                   aggregate: bool) -> dict[str, Any]:
+    """The gpu step of ``POST /handlers/{id}/events``: what the detect and extract policies ask for."""
+    options = processing.detect_options(policies)
+
+    def work() -> dict[str, Any]:
+        analysis.require(options)
+        owner = Scope.from_wire(scope)
+        with sdk.load_images(owner, refs) as loaded:
+            found = batcher.run(_analyze_batch, [(image, options) for _, image in loaded])
+            sizes = [image.shape[:2] for _, image in loaded]
+        return processing.detect(self.request.id, owner, refs, policies, aggregate, sizes, found)
 
     return _inference(work)
 

@@ -16,6 +16,7 @@ from celery import signals
 from app.db import session_scope
 from app.dispatch import reported
 from app.faces import changes
+from app.handlers import processing
 from app.matching import cache as matcher_cache
 from app.matching import service as matching
 from app.scope import Scope
@@ -68,6 +69,15 @@ def verify(verifier_id: str, scope: str, body: dict[str, Any]) -> list[dict[str,
     """A validated ``VerificationSchema`` body -> one verification per (reference, candidate) pair."""
     with session_scope() as session:
         return verifiers.verify(session, Scope.from_wire(scope), uuid.UUID(str(verifier_id)), body)
+
+
+@celery.task(name="matcher.handler_match", acks_late=True)
+@reported
+def handler_match(found: dict[str, Any], scope: str, match_policy: list[dict[str, Any]]) -> dict[str, Any]:
+    """The matcher step of ``POST /handlers/{id}/events``: each face against each match's candidates."""
+    matcher_cache.follower(start=True)
+    with session_scope() as session:
+        return processing.match(session, Scope.from_wire(scope), found, match_policy, changes.last_seq(session))
 
 
 @celery.task(name="matcher.status", acks_late=True)

@@ -95,8 +95,9 @@ class GeneralEvent(_Location, AccountOwned, Base):
 
 
 class Outbox(Base):
-    """One row per saved event, in commit order (``seq``), written in the event's transaction: what
-    webhooks and websockets will tail, so an event is announced exactly when it exists."""
+    """One row per saved (or announced) event, in commit order (``seq``), written in the event's
+    transaction: what webhooks and websockets are fed from, so an event is announced exactly when
+    it exists."""
 
     __tablename__ = "outbox"
 
@@ -105,3 +106,7 @@ class Outbox(Base):
     account_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     time: Mapped[datetime] = mapped_column(default=utcnow)
+    # For an event with callbacks whose filters held: the event as subscribers get it (also when
+    # the handler does not store events), and those callbacks (app.notifications relays them).
+    payload: Mapped[dict[str, Any] | None] = mapped_column(PLAIN_JSON, nullable=True)
+    callbacks: Mapped[list[dict[str, Any]] | None] = mapped_column(PLAIN_JSON, nullable=True)

@@ -86,10 +86,15 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def record_outbox(session: Session, kind: str, account_id: uuid.UUID, event_ids: Sequence[uuid.UUID]) -> None:
-    """One outbox row per event, in the caller's transaction, as its last statement.
+Notice = tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]  # (the event as sent, its callbacks)
 
-    Readers will tail the outbox by ``seq``, which is only safe if seq order is commit order: on
+
+def record_outbox(session: Session, kind: str, account_id: uuid.UUID, event_ids: Sequence[uuid.UUID],
+                  notices: Sequence[Notice] | None = None) -> None:
+    """One outbox row per event, in the caller's transaction, as its last statement; ``notices``
+    (aligned with ``event_ids``) give an event with callbacks its payload and those callbacks.
+
+    The relay tails the outbox by ``seq``, which is only safe if seq order is commit order: on
     PostgreSQL a transaction-scoped advisory lock serialises the writers from drawing seqs to commit
     (SQLite serialises writers anyway), as the change log does for the matcher.
     """
@@ -98,17 +103,22 @@ def record_outbox(session: Session, kind: str, account_id: uuid.UUID, event_ids:
     if _dialect(session) == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _OUTBOX_LOCK})
     now = utcnow()
-    session.execute(insert(Outbox.__table__), [{"kind": kind, "account_id": account_id, "event_id": event_id,
-                                                "time": now} for event_id in event_ids])
+    given = notices or [(None, ())] * len(event_ids)
+    session.execute(insert(Outbox.__table__), [
+        {"kind": kind, "account_id": account_id, "event_id": event_id, "time": now,
+         "payload": payload if callbacks else None, "callbacks": list(callbacks) or None}
+        for event_id, (payload, callbacks) in zip(event_ids, given)])
 
 
-def save_events(session: Session, scope: Scope, events: Sequence[Mapping[str, Any]]) -> list[uuid.UUID]:
+def save_events(session: Session, scope: Scope, events: Sequence[Mapping[str, Any]],
+                notices: Sequence[Notice] | None = None) -> list[uuid.UUID]:
     """Store the events of one request in the caller's transaction, all or none, with their outbox rows.
 
     Each event is a mapping of :class:`Event` columns (``account_id`` aside: the scope's owner);
     ``event_id`` defaults to a new time-ordered id, ``create_time`` to now and ``end_time`` to
     ``create_time``. Any failure (an unknown field, a bad value, a taken id) raises, and the
-    caller's rollback leaves nothing behind. Returns the ids in the given order.
+    caller's rollback leaves nothing behind. ``notices``: see :func:`record_outbox`. Returns the
+    ids in the given order.
     """
     owner = scope.owner
     now = utcnow()
@@ -125,8 +135,14 @@ def save_events(session: Session, scope: Scope, events: Sequence[Mapping[str, An
     if rows:
         # Core inserts of plain rows: one statement for the batch, and the rows are never updated.
         session.execute(insert(Event.__table__), rows)
-        record_outbox(session, "event", owner, [r["event_id"] for r in rows])
+        record_outbox(session, "event", owner, [r["event_id"] for r in rows], notices)
     return [r["event_id"] for r in rows]
+
+
+def announce(session: Session, scope: Scope, notices: Sequence[Notice]) -> None:
+    """Outbox rows for events a handler does not store but whose callbacks must still go out."""
+    sent = [(payload, callbacks) for payload, callbacks in notices if callbacks]
+    record_outbox(session, "event", scope.owner, [uuid.UUID(str(p["event_id"])) for p, _ in sent], sent)
 
 
 def save_general_event(session: Session, scope: Scope, body: Mapping[str, Any]) -> uuid.UUID:

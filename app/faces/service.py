@@ -75,15 +75,18 @@ def _source(scope: Scope, item: dict[str, Any]) -> tuple[dict[int, bytes], dict[
 
 
 def create_faces(session: Session, scope: Scope, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Create faces all or none; each item as in ``FaceCreateSchema``. Returns ``face_id``/``external_id``."""
+    """Create faces all or none; each item as in ``FaceCreateSchema`` (tasks may add ``face_id``).
+    Returns ``face_id``/``external_id``."""
     check_batch_size(len(items), "faces")
     account_id = scope.owner
     sources = [_source(scope, item) for item in items]
     own_lists(session, scope, (lid for item in items for lid in item.get("list_ids") or ()))
     check_face_limit(session, sum(1 for d, _, _ in sources if d))
 
-    # Sorted ids keep the batch's order in face_id order (the listing order).
-    ids = sorted(time_ordered_uuid() for _ in items)
+    # Sorted ids keep the batch's order in face_id order (the listing order). A task passes ids it
+    # derived from its own id (``face_id``), so a redelivered task finds its faces made.
+    new = iter(sorted(time_ordered_uuid() for item in items if not item.get("face_id")))
+    ids = [item.get("face_id") or next(new) for item in items]
     now = datetime.now(timezone.utc)
     face_rows, descriptor_rows, link_rows = [], [], []
     added: dict[int, list[uuid.UUID]] = defaultdict(list)

@@ -7,11 +7,13 @@ from typing import Any
 from app.auth import current_principal, require
 from app.blueprint import Blueprint, filtered_page
 from app.db import session_scope
-from app.handlers import service
+from app.handlers import processing, service
 from app.handlers.models import Handler
 from app.handlers.schemas import (
     HandlerCreatedSchema,
     HandlerCreateSchema,
+    HandlerEventsBody,
+    HandlerEventsSchema,
     HandlerListArgs,
     HandlerListSchema,
     HandlerPatchSchema,
@@ -20,6 +22,7 @@ from app.handlers.schemas import (
     ValidatorSchema,
 )
 from app.scope import get_or_404
+from app.sdk.api import body_doc, request_images
 
 blp = Blueprint("handlers", __name__, url_prefix="/handlers", description="Handlers (processing policies)")
 
@@ -85,6 +88,20 @@ def patch_handler(body: dict[str, Any], handler_id: uuid.UUID) -> Any:
 def delete_handler(handler_id: uuid.UUID) -> None:
     with session_scope() as session:
         service.delete_handler(session, current_principal().scope, handler_id)
+
+
+@blp.route("/<uuid:handler_id>/events", methods=["POST"])
+@blp.response(201, HandlerEventsSchema)
+@blp.doc(**body_doc(HandlerEventsBody))
+@require("event", "creation")
+def generate_events(handler_id: uuid.UUID) -> dict[str, Any]:
+    """Events from images under the handler's policies (a dynamic handler's come in the body): one
+    per image, or one aggregated. Images come as with /sdk: a raw image, a multipart form (the other
+    fields as form fields holding JSON) or a JSON body."""
+    images, body = request_images(HandlerEventsBody)
+    if "image_fields" in body:
+        body["images"] = body.pop("image_fields")
+    return processing.generate(current_principal().scope, handler_id, images, body)
 
 
 BLUEPRINTS = [blp]

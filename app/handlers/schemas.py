@@ -13,10 +13,11 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from app import settings
+from app.events.schemas import EventSchema, LocationSchema
 from app.image_store.schemas import ttl_field
 from app.pagination import PaginationArgs, page_of
 from app.schemas import SettingMax, StrictSchema
-from app.sdk.schemas import SdkArgs
+from app.sdk.schemas import Base64Image, SdkArgs
 from inference import analysis, descriptor_format
 
 DESCRIPTION = validate.Length(max=128)
@@ -259,3 +260,50 @@ class HandlerListArgs(PaginationArgs):
 
 
 HandlerListSchema = page_of("handlers", HandlerSchema, "HandlerListSchema")
+
+
+# ---- POST /handlers/{handler_id}/events ----------------------------------------------------------
+class ImageFieldsSchema(StrictSchema):
+    """What one image adds to its event (a multipart form gives these in ``image_fields``)."""
+
+    filename = fields.String(validate=validate.Length(max=255), metadata={"description": "name used in answers "
+                                                                                        "and errors"})
+    meta = fields.Dict(metadata={"description": "merged over the request's meta for this image's event"})
+    external_id = fields.String(validate=validate.Length(max=64), metadata={"description": "this image's "
+                                                                                         "(default: the request's)"})
+    track_id = fields.String(validate=validate.Length(max=36), metadata={"description": "this image's (default: "
+                                                                                      "the request's)"})
+
+
+class EventImageSchema(Base64Image, ImageFieldsSchema):
+    """One image of a JSON request: base64 or URL, with its own fields."""
+
+
+class HandlerEventsBody(StrictSchema):
+    images = fields.List(fields.Nested(EventImageSchema), required=True, validate=validate.Length(min=1))
+    image_fields = fields.List(fields.Nested(ImageFieldsSchema),
+                               metadata={"description": "multipart only: each file's fields, in file order"})
+    policies = fields.Nested(PoliciesSchema, metadata={"description": "dynamic handlers only, and required there"})
+    external_id = fields.String(validate=validate.Length(max=64))
+    user_data = fields.String(validate=validate.Length(max=128))
+    source = fields.String(validate=validate.Length(max=128), metadata={"description": "a camera, a site..."})
+    tags = fields.List(fields.String(validate=LABEL), validate=validate.Length(max=20),
+                       metadata={"description": "every event gets them, before conditional tags"})
+    track_id = fields.String(validate=validate.Length(max=36))
+    stream_id = fields.UUID()
+    location = fields.Nested(LocationSchema)
+    meta = fields.Dict(metadata={"description": "every event's meta (JSON); an image's own meta is merged over it"})
+    aggregate_attributes = fields.Boolean(load_default=False,
+                                          metadata={"description": "one event for all images: their largest faces "
+                                                                   "merged (one person seen several times)"})
+
+
+class GeneratedEventSchema(EventSchema):
+    handler_version = fields.Integer(metadata={"description": "the handler's version the event was made under"})
+    filename = fields.String(metadata={"description": "the image's name, or 'aggregate'"})
+    image_origin_id = fields.UUID(allow_none=True, metadata={"description": "the stored source image (image_origin_policy)"})
+
+
+class HandlerEventsSchema(StrictSchema):
+    events = fields.List(fields.Nested(GeneratedEventSchema),
+                         metadata={"description": "one per image, in request order, or one aggregated"})

@@ -16,6 +16,7 @@ from app.auth import current_principal, require
 from app.blueprint import Blueprint
 from app.errors import APIError, _flatten_messages
 from app.image_store.service import IMAGE_TYPES
+from app.schemas import StrictSchema
 from app.sdk import service
 from app.sdk.schemas import (
     DetectorArgs,
@@ -30,7 +31,7 @@ from inference import iso
 
 sdk_blp = Blueprint("sdk", __name__, url_prefix="/sdk", description="Remote SDK: detect, estimate, warp, extract")
 
-def body_doc(json_body: type[ImagesBody]) -> dict[str, Any]:
+def body_doc(json_body: type[StrictSchema]) -> dict[str, Any]:
     """The three ways images come (see request_images): a raw image, a form (one file per image under
     any field names, documented as one "image"; the JSON body's other fields may come as form fields
     holding JSON) or a JSON body."""
@@ -43,15 +44,16 @@ def body_doc(json_body: type[ImagesBody]) -> dict[str, Any]:
     }}}
 
 
-def _load(schema: ImagesBody, data: Any) -> dict[str, Any]:
+def _load(schema: StrictSchema, data: Any) -> dict[str, Any]:
     try:
         return schema.load(data)
     except ValidationError as exc:
         raise APIError("validation", "; ".join(_flatten_messages(exc.messages))) from None
 
 
-def request_images(schema: type[ImagesBody] = ImagesBody) -> tuple[list[service.SourceImage], dict[str, Any]]:
-    """The request's images, and the other fields of a JSON body (or JSON-valued form fields)."""
+def request_images(schema: type[StrictSchema] = ImagesBody) -> tuple[list[service.SourceImage], dict[str, Any]]:
+    """The request's images, and the other fields of a JSON body (or JSON-valued form fields);
+    for a JSON body, ``images`` holds each image's fields other than its data."""
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
         images = [service.SourceImage(f.filename or name, f.read(), f.mimetype or "application/octet-stream")
@@ -65,13 +67,14 @@ def request_images(schema: type[ImagesBody] = ImagesBody) -> tuple[list[service.
         return images, _load(schema(partial=("images",)), extra) if extra else {}
     if mimetype == "application/json":
         body = _load(schema(), request.get_json())  # bad or over-limit JSON: 400 bad_json naming why
-        images = []
+        images, per_image = [], []
         for n, entry in enumerate(body.pop("images")):
             name = entry.get("filename") or f"#{n}"
             data = (service.decode_base64_image(entry["image"], name) if "image" in entry
                     else service.fetch_url(entry["url"], name))
             images.append(service.SourceImage(name, data))
-        return images, body
+            per_image.append({k: v for k, v in entry.items() if k not in ("image", "url")})
+        return images, {**body, "images": per_image}
     if mimetype in IMAGE_TYPES or mimetype == "application/octet-stream":
         return [service.SourceImage("image", request.get_data(), mimetype)], {}
     raise APIError("unsupported_media_type", f"send an image ({', '.join(sorted(IMAGE_TYPES))}), multipart/form-data "

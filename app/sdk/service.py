@@ -102,25 +102,37 @@ def run(task_name: str, scope: Scope, images: list[SourceImage], params: dict[st
     answer is here: then they get their bucket's TTL. A caller who never got the answer leaves
     nothing behind for good.
     """
+    refs = store_sources(scope, images)
+    try:
+        answer = dispatch.call(dispatch.task(task_name, scope.wire(), refs, params))
+    finally:
+        delete_sources(scope, refs)
+    for kind, ids in answer_samples(answer).items():
+        image_store.keep(image_store.KINDS[image_store.SAMPLE_KINDS[kind]], scope, ids)
+    return answer
+
+
+def store_sources(scope: Scope, images: list[SourceImage]) -> list[dict[str, str]]:
+    """Check every image's header, then store them all in the source-image bucket; the refs that
+    tasks load them by. All are refused before any is stored: a refused request leaves nothing behind."""
     check_count(images)
     s = settings.current()
-    for image in images:  # all refused before any is stored: a refused request leaves nothing behind
+    for image in images:
         with image_store.image_errors(image.name):
             image_check.read_header(image.data, s.inference_max_image_pixels, s.image_decode_budget_mb)
     refs = []
     for image in images:
         obj = image_store.put(SOURCE, scope, image.data, image.content_type, ttl=SOURCE_TTL_DAYS)
         refs.append({"image_id": obj.id, "filename": image.name})
+    return refs
+
+
+def delete_sources(scope: Scope, refs: list[dict[str, str]]) -> None:
+    """Delete the stored source images of a request, once its tasks are done with them."""
     try:
-        answer = dispatch.call(dispatch.task(task_name, scope.wire(), refs, params))
-    finally:
-        try:
-            image_store.delete_many(SOURCE, scope, [r["image_id"] for r in refs])
-        except APIError:
-            pass  # the one-day TTL removes them anyway
-    for kind, ids in answer_samples(answer).items():
-        image_store.keep(image_store.KINDS[image_store.SAMPLE_KINDS[kind]], scope, ids)
-    return answer
+        image_store.delete_many(SOURCE, scope, [r["image_id"] for r in refs])
+    except APIError:
+        pass  # the one-day TTL removes them anyway
 
 
 def answer_samples(answer: dict[str, Any]) -> dict[str, list[str]]:

@@ -1,0 +1,1 @@
+"""Notifications: the outbox relay, webhooks (http callbacks) and websocket subscribers (/ws)."""

@@ -1,0 +1,302 @@
+"""From the outbox to subscribers: the relay, webhook deliveries and the websocket hub.
+
+The relay (:func:`relay`, the ``notifications.relay`` task) reads the outbox after its cursor in
+``seq`` order. For each row with callbacks it publishes the event on the Redis channel
+:data:`CHANNEL` when a ``luna-ws-notification`` callback is among them, and writes one
+:class:`CallbackDelivery` per ``http`` callback; the cursor moves in the same transaction as those
+rows. One relay runs at a time (a Redis lock); the save step kicks it after each commit and beat
+runs it every few seconds for what a kick missed.
+
+* Never lost: a row is passed only when the transaction that moved the cursor past it committed;
+  a relay that dies before that runs the row again.
+* Never twice to one subscriber: a repeated delivery row is refused by its unique key, and a
+  delivery marked ``delivered`` is never sent again; websocket messages carry the row's ``seq``,
+  and the hub in each API process drops any ``seq`` it already passed on (one relay publishes in
+  ``seq`` order).
+
+A webhook is sent by ``notifications.deliver`` on the ``cpu`` queue: a 2xx answer marks it
+delivered; anything else is retried with a doubling backoff up to ``callback_max_attempts``, each
+failure logged, and the last one marks it ``failed``. Saving an event never waits for any of it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import redis
+import requests
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app import settings
+from app.db import redis_client, session_scope
+from app.events.models import Outbox
+from app.notifications.models import DELIVERED, FAILED, PENDING, CallbackDelivery, RelayCursor
+from app.scope import Scope
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "facegate:events"
+WS, HTTP = "luna-ws-notification", "http"
+RELAY_CURSOR = "outbox"
+RELAY_LOCK, RELAY_DIRTY = "facegate:relay:lock", "facegate:relay:dirty"
+BATCH = 500
+MAX_BACKOFF_S = 300.0
+# A delivery a worker took but never finished (the worker died mid-send) is sent again this long
+# after it was due; the send itself is bounded by callback_timeout_s.
+STALE_AFTER_S = 60.0
+
+
+# ---- relay -------------------------------------------------------------------------------------
+def relay() -> tuple[int, list[int]]:
+    """Pass on every outbox row after the cursor; (rows passed, deliveries due to be sent).
+
+    A call that finds the lock taken marks the outbox dirty and returns: the holder runs again
+    before it lets go, so a row committed while it ran is never left for the next beat.
+    """
+    r = redis_client()
+    r.set(RELAY_DIRTY, 1)
+    lock = r.lock(RELAY_LOCK, timeout=120)
+    passed, due = 0, []
+    while lock.acquire(blocking=False):
+        try:
+            while True:
+                r.delete(RELAY_DIRTY)
+                n, new = _relay_batch(r)
+                passed, due = passed + n, due + new
+                if n < BATCH:
+                    break
+        finally:
+            lock.release()
+        if not r.exists(RELAY_DIRTY):
+            break
+    return passed, due + _stale_deliveries()
+
+
+def _insert_delivery(session: Any) -> Any:
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(CallbackDelivery.__table__).on_conflict_do_nothing()
+
+
+def _relay_batch(r: redis.Redis) -> tuple[int, list[int]]:
+    with session_scope() as session:
+        cursor = session.get(RelayCursor, RELAY_CURSOR)
+        if cursor is None:
+            cursor = RelayCursor(name=RELAY_CURSOR, seq=0)
+            session.add(cursor)
+        rows = list(session.scalars(select(Outbox).where(Outbox.seq > cursor.seq).order_by(Outbox.seq).limit(BATCH)))
+        due: list[int] = []
+        now = datetime.now(timezone.utc)
+        for row in rows:
+            callbacks = row.callbacks or []
+            if any(c["type"] == WS for c in callbacks):
+                # Before the commit: a relay that dies after publishing publishes the row again, and
+                # the hubs drop the repeat by its seq; one that dies before never lost it.
+                r.publish(CHANNEL, json.dumps({"seq": row.seq, "account_id": str(row.account_id),
+                                               "event": row.payload}))
+            for n, callback in enumerate(callbacks):
+                if callback["type"] != HTTP:
+                    continue
+                target = {k: callback[k] for k in ("url", "method", "headers", "auth") if k in callback}
+                inserted = session.scalar(_insert_delivery(session).values(
+                    outbox_seq=row.seq, callback=n, account_id=row.account_id, event_id=row.event_id,
+                    target=target, status=PENDING, attempts=0, next_attempt_time=now, create_time=now,
+                ).returning(CallbackDelivery.delivery_id))
+                if inserted is not None:
+                    due.append(inserted)
+        if rows:
+            cursor.seq = rows[-1].seq
+    return len(rows), due
+
+
+def _stale_deliveries() -> list[int]:
+    """Pending deliveries well past due: their task was lost (a kick never sent, a worker died)."""
+    limit = datetime.now(timezone.utc) - timedelta(seconds=STALE_AFTER_S + settings.current().callback_timeout_s)
+    with session_scope() as session:
+        return list(session.scalars(select(CallbackDelivery.delivery_id).where(
+            CallbackDelivery.status == PENDING, CallbackDelivery.next_attempt_time < limit)
+            .order_by(CallbackDelivery.delivery_id).limit(BATCH)))
+
+
+# ---- webhooks ----------------------------------------------------------------------------------
+def backoff_s(attempts: int) -> float:
+    """The wait after the ``attempts``-th failed try."""
+    return min(MAX_BACKOFF_S, settings.current().callback_backoff_s * 2 ** max(0, attempts - 1))
+
+
+def _take(delivery_id: int) -> tuple[dict[str, Any], dict[str, Any], uuid.UUID] | None:
+    """(target, payload, event id) of a pending delivery, leased until its send can have ended."""
+    s = settings.current()
+    with session_scope() as session:
+        d = session.get(CallbackDelivery, delivery_id)
+        if d is None or d.status != PENDING:
+            return None
+        payload = session.scalar(select(Outbox.payload).where(Outbox.seq == d.outbox_seq))
+        d.next_attempt_time = datetime.now(timezone.utc) + timedelta(seconds=s.callback_timeout_s)
+        return dict(d.target), payload, d.event_id
+
+
+def _send(target: Mapping[str, Any], payload: Any, event_id: uuid.UUID, delivery_id: int) -> str | None:
+    """None when the receiver took it (2xx), else what went wrong, in a few words."""
+    headers = {"Content-Type": "application/json", "User-Agent": "facegate-callbacks",
+               "Luna-Event-Id": str(event_id), "Idempotency-Key": f"{event_id}-{delivery_id}"}
+    headers.update({h["name"]: h["value"] for h in target.get("headers") or ()})
+    auth = target.get("auth")
+    try:
+        answer = requests.request(target.get("method") or "POST", target["url"], data=json.dumps(payload),
+                                  headers=headers, timeout=settings.current().callback_timeout_s,
+                                  auth=(auth["login"], auth["password"]) if auth else None, allow_redirects=False)
+    except requests.Timeout:
+        return "timeout"
+    except requests.RequestException as exc:
+        return f"connection failed ({type(exc).__name__})"
+    return None if 200 <= answer.status_code < 300 else f"HTTP {answer.status_code}"
+
+
+def deliver(delivery_id: int) -> float | None:
+    """Try one webhook delivery; the seconds to wait before the next try, or None when done."""
+    taken = _take(delivery_id)
+    if taken is None:
+        return None
+    target, payload, event_id = taken
+    problem = _send(target, payload, event_id, delivery_id)
+    now = datetime.now(timezone.utc)
+    with session_scope() as session:
+        d = session.get(CallbackDelivery, delivery_id)
+        d.attempts += 1
+        d.last_result = problem or "delivered"
+        if problem is None:
+            d.status, d.delivery_time = DELIVERED, now
+            return None
+        give_up = d.attempts >= settings.current().callback_max_attempts
+        log.warning("callback delivery %d of event %s: %s (attempt %d%s)", delivery_id, event_id, problem,
+                    d.attempts, ", giving up" if give_up else "")
+        if give_up:
+            d.status = FAILED
+            return None
+        wait = backoff_s(d.attempts)
+        d.next_attempt_time = now + timedelta(seconds=wait)
+        return wait
+
+
+def delivery_counts(scope: Scope) -> dict[str, int]:
+    """Deliveries of the scope by status, and their failed attempts."""
+    with session_scope() as session:
+        query = select(CallbackDelivery.status, func.count(), func.sum(CallbackDelivery.attempts))
+        if not scope.all_accounts:
+            query = query.where(CallbackDelivery.account_id == scope.account_id)
+        rows = session.execute(query.group_by(CallbackDelivery.status)).all()
+    counts = {PENDING: 0, DELIVERED: 0, FAILED: 0, "failed_attempts": 0}
+    for status, count, attempts in rows:
+        counts[status] = count
+        counts["failed_attempts"] += (attempts or 0) - (count if status == DELIVERED else 0)
+    return counts
+
+
+def reset_cursor() -> None:
+    """Tests: start the relay at the outbox's end, so older rows are not relayed again."""
+    with session_scope() as session:
+        head = session.scalar(select(func.max(Outbox.seq))) or 0
+        if session.get(RelayCursor, RELAY_CURSOR) is None:
+            session.add(RelayCursor(name=RELAY_CURSOR, seq=head))
+        else:
+            session.execute(update(RelayCursor).where(RelayCursor.name == RELAY_CURSOR).values(seq=head))
+
+
+# ---- websocket hub (one per API process) ---------------------------------------------------------
+@dataclass(eq=False)
+class Subscriber:
+    """One websocket: whose events it may see, what it asked for, its own bounded queue."""
+
+    scope: Scope
+    filters: Mapping[str, Any]
+    queue: queue.Queue = field(default_factory=lambda: queue.Queue(settings.current().ws_queue_max))
+    too_slow: bool = False
+
+    def wants(self, account_id: str, event: Mapping[str, Any]) -> bool:
+        f = self.filters
+        if not self.scope.allows(account_id):
+            return False
+        if f.get("account_id") and str(f["account_id"]) != account_id:
+            return False
+        if f.get("handler_ids") and event.get("handler_id") not in {str(i) for i in f["handler_ids"]}:
+            return False
+        if f.get("sources") and event.get("source") not in f["sources"]:
+            return False
+        if f.get("tags") and not set(f["tags"]) & set(event.get("tags") or ()):
+            return False
+        similarity = event.get("top_similarity")
+        if "similarity__gte" in f and (similarity is None or similarity < f["similarity__gte"]):
+            return False
+        return "similarity__lte" not in f or (similarity is not None and similarity <= f["similarity__lte"])
+
+    def offer(self, text: str) -> None:
+        try:
+            self.queue.put_nowait(text)
+        except queue.Full:
+            self.too_slow = True  # its socket loop closes it; the others are not held up
+
+
+class Hub:
+    """Reads :data:`CHANNEL` on one thread and fans each event out to this process's subscribers."""
+
+    def __init__(self) -> None:
+        self._subscribers: set[Subscriber] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.last_seq = 0
+        self.ready = threading.Event()
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        with self._lock:
+            self._subscribers.add(subscriber)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="ws-hub", daemon=True)
+                self._thread.start()
+        self.ready.wait(settings.current().dependency_timeout_s)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        with self._lock:
+            self._subscribers.discard(subscriber)
+
+    def dispatch(self, data: bytes | str) -> None:
+        message = json.loads(data)
+        if message["seq"] <= self.last_seq:
+            return  # a relay that restarted published it again
+        self.last_seq = message["seq"]
+        event = message["event"] or {}
+        text = json.dumps({"seq": message["seq"], "event": event})
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            if subscriber.wants(message["account_id"], event):
+                subscriber.offer(text)
+
+    def _run(self) -> None:
+        pause = 0.5
+        while True:
+            try:
+                pubsub = redis_client().pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(CHANNEL)
+                self.ready.set()
+                pause = 0.5
+                while True:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        self.dispatch(message["data"])
+            except redis.RedisError as exc:
+                self.ready.clear()
+                log.warning("websocket hub lost Redis (%s); reconnecting in %.1f s", type(exc).__name__, pause)
+                time.sleep(pause)
+                pause = min(10.0, pause * 2)
+
+
+hub = Hub()
