@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import WebsocketMismatch
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,8 @@ def _from_http_exception(exc: HTTPException) -> APIError:
         return APIError("validation", "; ".join(_flatten_messages(messages)))
     if getattr(exc, "error_kind", None):
         return APIError(exc.error_kind, exc.description or "")
+    if isinstance(exc, WebsocketMismatch):
+        return APIError("bad_request", "this resource is a websocket: send Connection: Upgrade and Upgrade: websocket")
     by_status = {
         400: "bad_request",
         404: "route_not_found",

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Numeric, String, and_, case, cast, func, literal, not_, or_
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Numeric, String, Text, and_, case, cast, exists, func, literal, not_, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
 from app import settings
@@ -51,12 +51,14 @@ MAX_IN_VALUES = 1000
 @dataclass(frozen=True)
 class Filterable:
     """What one resource lets callers filter on: filter name -> column (``contains``: a substring of
-    the column; ``custom``: a condition the resource builds from the value, such as membership of a
-    list that lives in another table)."""
+    the column; ``overlaps``: a JSON array column holding any of the given strings; ``custom``: a
+    condition the resource builds from the value, such as membership of a list that lives in
+    another table)."""
 
     equal: Mapping[str, Any] = field(default_factory=dict)
     any_of: Mapping[str, Any] = field(default_factory=dict)
     contains: Mapping[str, Any] = field(default_factory=dict)
+    overlaps: Mapping[str, Any] = field(default_factory=dict)
     ranges: Mapping[str, Any] = field(default_factory=dict)
     json: Mapping[str, Any] = field(default_factory=dict)
     geo: tuple[Any, Any] | None = None
@@ -227,6 +229,14 @@ def _range(target: Filterable, name: str) -> tuple[Any, str] | None:
     return None
 
 
+def _overlaps(column: Any, values: list[str], dialect: str) -> ColumnElement[bool]:
+    """A JSON array of strings that holds any of ``values``."""
+    if dialect == "postgresql":
+        return cast(column, JSONB).op("?|")(cast(values, ARRAY(Text)))
+    items = func.json_each(column).table_valued("value")
+    return exists(select(literal(1)).select_from(items).where(items.c.value.in_(values)))
+
+
 def conditions(target: Filterable, filters: Mapping[str, Any], dialect: str = "") -> list[ColumnElement[bool]]:
     """WHERE conditions for ``filters`` (values already typed by the resource's schema, JSON-path
     values as given); an unknown filter is a 400 naming it. ``None`` and empty values (``""``,
@@ -244,6 +254,8 @@ def conditions(target: Filterable, filters: Mapping[str, Any], dialect: str = ""
             out.append(target.any_of[name].in_(value))
         elif name in target.contains:
             out.append(target.contains[name].contains(value, autoescape=True))
+        elif name in target.overlaps:
+            out.append(_overlaps(target.overlaps[name], list(value), dialect))
         elif name in target.custom:
             out.append(target.custom[name](value))
         elif bound is not None:

@@ -107,6 +107,7 @@ class EventFilterArgs(_TimeAndPlaceArgs):
     sources = _texts("sources", 128)
     external_ids = _texts("external ids", 64)
     face_ids = _ids("face ids")
+    tags = _texts("tags; an event with any of them", 36)
     top_candidate_ids = _ids("ids of the best match's candidate")
     user_data = fields.String(validate=validate.Length(max=128), metadata={"description": "equal to user_data"})
     top_similarity__gte = fields.Float(validate=validate.Range(0, 1), metadata={"description": "best match at least"})

@@ -60,6 +60,7 @@ EVENTS = Resource(
         any_of={"event_ids": Event.event_id, "handler_ids": Event.handler_id, "sources": Event.source,
                 "external_ids": Event.external_id, "track_ids": Event.track_id, "stream_ids": Event.stream_id,
                 "face_ids": Event.face_id, "top_candidate_ids": Event.top_candidate_id},
+        overlaps={"tags": Event.tags},
         ranges={"create_time": Event.create_time, "end_time": Event.end_time, "top_similarity": Event.top_similarity},
         json={"meta": Event.meta, "attributes": Event.attributes},
         geo=(Event.longitude, Event.latitude)),

@@ -30,7 +30,7 @@ from app.attributes import service as attributes
 from app.db import session_scope
 from app.errors import APIError
 from app.events import service as events
-from app.events.models import Event
+from app.events.models import Outbox
 from app.faces import service as faces
 from app.faces.models import Face
 from app.handlers.models import DYNAMIC, Handler
@@ -228,7 +228,8 @@ def match(session: Any, scope: Scope, found: dict[str, Any], match_policy: Seque
     for face in with_vectors:
         face["matches"] = []
     for policy in match_policy:
-        filters = {"list_id": policy["candidates"]["list_id"]} if policy["candidates"].get("list_id") else {}
+        list_id = policy["candidates"].get("list_id")
+        filters = {"list_id": uuid.UUID(str(list_id))} if list_id else {}
         answers = matching.match(session, scope, refs, "faces", filters, policy["limit"], policy["threshold"], seq)
         for face, answer in zip(with_vectors, answers):
             face["matches"].append({"label": policy["label"], "candidates": answer["matches"]})
@@ -269,8 +270,13 @@ def _any_holds(filters: Mapping[str, Any] | None, faces_: Sequence[Mapping[str, 
     return not filters or any(holds(filters, face) for face in faces_)
 
 
+def _largest(faces_: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The face an event's attributes describe: the largest (an aggregate's one face has no box)."""
+    return max(faces_, key=lambda f: f["detection"]["rect"]["width"] if "detection" in f else 0.0)
+
+
 def _face_attributes(face: Mapping[str, Any]) -> dict[str, Any] | None:
-    """What an event keeps as ``attributes`` (filters ``attributes.*`` read it): its first face's estimations."""
+    """What an event keeps as ``attributes`` (filters ``attributes.*`` read it): its largest face's estimations."""
     keys = [e.key for e in analysis.FACE_ESTIMATIONS.values() if e.key not in ("landmarks68",)]
     found = {key: face[key] for key in keys if key in face}
     return found or None
@@ -315,7 +321,7 @@ def build_events(found: Mapping[str, Any], scope: Scope, origin: Mapping[str, An
             "user_data": request.get("user_data"), "track_id": fields.get("track_id") or request.get("track_id"),
             "stream_id": request.get("stream_id"),
             "face_id": next((f["face_id"] for f in face_items if "face_id" in f), None),
-            "attributes": _face_attributes(face_items[0]) if face_items else None,
+            "attributes": _face_attributes(_largest(face_items)) if face_items else None,
             "top_candidate_id": candidate.get("face_id") if candidate else None, "top_similarity": similarity,
             "meta": meta or None, "detections": detections,
             "location": {**{name: location.get(name) for name in events.LOCATION},
@@ -405,10 +411,11 @@ def _store_objects(events_: list[dict[str, Any]], found: Mapping[str, Any], scop
 
 
 def _already_saved(session: Any, events_: list[dict[str, Any]], face_items: list[dict[str, Any]]) -> bool:
-    """Whether an earlier run of this step committed (everything of a request is one transaction)."""
-    if events_:
-        if session.scalar(select(Event.event_id).where(Event.event_id == uuid.UUID(events_[0]["event_id"]))):
-            return True
+    """Whether an earlier run of this step committed (everything of a request is one transaction):
+    its faces, or the outbox rows of its events (written for stored events and for announced ones)."""
+    ids = [uuid.UUID(e["event_id"]) for e in events_]
+    if ids and session.scalar(select(Outbox.seq).where(Outbox.event_id.in_(ids)).limit(1)) is not None:
+        return True
     if face_items:
         return session.scalar(select(Face.face_id).where(Face.face_id == face_items[0]["face_id"])) is not None
     return False
@@ -423,7 +430,7 @@ def save(found: Mapping[str, Any], scope: Scope, origin: Mapping[str, Any], poli
     face_items = _face_items(events_, found, policies, request)
     announced = False
     with session_scope() as session:
-        if not _already_saved(session, events_ if store_event else [], face_items):
+        if not _already_saved(session, events_, face_items):
             if face_items:
                 faces.create_faces(session, scope, face_items)
             rows = [_event_row(e) for e in events_] if store_event else []

@@ -264,10 +264,9 @@ HandlerListSchema = page_of("handlers", HandlerSchema, "HandlerListSchema")
 
 # ---- POST /handlers/{handler_id}/events ----------------------------------------------------------
 class ImageFieldsSchema(StrictSchema):
-    """What one image adds to its event (a multipart form gives these in ``image_fields``)."""
+    """What one image adds to its event (a multipart form gives these in ``image_fields``; its
+    files' names are the images' names)."""
 
-    filename = fields.String(validate=validate.Length(max=255), metadata={"description": "name used in answers "
-                                                                                        "and errors"})
     meta = fields.Dict(metadata={"description": "merged over the request's meta for this image's event"})
     external_id = fields.String(validate=validate.Length(max=64), metadata={"description": "this image's "
                                                                                          "(default: the request's)"})

@@ -53,6 +53,8 @@ MAX_BACKOFF_S = 300.0
 # A delivery a worker took but never finished (the worker died mid-send) is sent again this long
 # after it was due; the send itself is bounded by callback_timeout_s.
 STALE_AFTER_S = 60.0
+# A retry's task may start a little before its recorded time (clocks of worker machines differ).
+DUE_SLACK_S = 2.0
 
 
 # ---- relay -------------------------------------------------------------------------------------
@@ -74,6 +76,7 @@ def relay() -> tuple[int, list[int]]:
                 passed, due = passed + n, due + new
                 if n < BATCH:
                     break
+                lock.reacquire()  # a long backlog keeps the lock: a second relay would publish out of order
         finally:
             lock.release()
         if not r.exists(RELAY_DIRTY):
@@ -133,15 +136,21 @@ def backoff_s(attempts: int) -> float:
 
 
 def _take(delivery_id: int) -> tuple[dict[str, Any], dict[str, Any], uuid.UUID] | None:
-    """(target, payload, event id) of a pending delivery, leased until its send can have ended."""
-    s = settings.current()
+    """(target, payload, event id) of a pending delivery that is due, leased (in one UPDATE, so two
+    tasks for one delivery never both send) until its send can have ended."""
+    now = datetime.now(timezone.utc)
+    lease = now + timedelta(seconds=settings.current().callback_timeout_s)
     with session_scope() as session:
-        d = session.get(CallbackDelivery, delivery_id)
-        if d is None or d.status != PENDING:
+        taken = session.execute(
+            update(CallbackDelivery)
+            .where(CallbackDelivery.delivery_id == delivery_id, CallbackDelivery.status == PENDING,
+                   CallbackDelivery.next_attempt_time <= now + timedelta(seconds=DUE_SLACK_S))
+            .values(next_attempt_time=lease)
+            .returning(CallbackDelivery.target, CallbackDelivery.outbox_seq, CallbackDelivery.event_id)).first()
+        if taken is None:
             return None
-        payload = session.scalar(select(Outbox.payload).where(Outbox.seq == d.outbox_seq))
-        d.next_attempt_time = datetime.now(timezone.utc) + timedelta(seconds=s.callback_timeout_s)
-        return dict(d.target), payload, d.event_id
+        payload = session.scalar(select(Outbox.payload).where(Outbox.seq == taken.outbox_seq))
+        return dict(taken.target), payload, taken.event_id
 
 
 def _send(target: Mapping[str, Any], payload: Any, event_id: uuid.UUID, delivery_id: int) -> str | None:

@@ -22,6 +22,7 @@ from app.events.models import Event, Outbox
 from app.faces.models import Face
 from app.handlers import processing
 from app.notifications import service as notifications
+from app.scope import Scope
 from tests.api.sdk_fixtures import FACES, files, sdk_user  # noqa: F401 - sdk_user is a fixture
 from tests.conftest import Account
 
@@ -149,6 +150,11 @@ def test_detect_extract_match_store_link_notify(client, sdk_user, hook_url, serv
                                                   "meta.site.floor__eq:integer": 2},
                          headers=sdk_user.auth).json["events"]
         assert [e["event_id"] for e in got] == [known["event_id"]]
+        got = client.get("/events", query_string={"handler_ids": watch, "tags": "known,vip"},
+                         headers=sdk_user.auth).json["events"]
+        assert [e["event_id"] for e in got] == [known["event_id"]]
+        assert len(client.get("/events", query_string={"handler_ids": watch, "tags": "entrance"},
+                              headers=sdk_user.auth).json["events"]) == 2
         stats = client.post("/events/stats", json={"filters": {"handler_ids": [watch]}, "group_by": ["source"]},
                             headers=sdk_user.auth).json["results"]
         assert stats == [{"group": {"source": "door-1"}, "value": 2}]
@@ -282,3 +288,41 @@ def test_json_body_with_per_image_fields(client, sdk_user):
         "a.jpg", "x1", {"n": 1, "m": 2}, "u")
     sample_id = event["detections"][0]["sample_id"]
     assert client.get(f"/samples/faces/{sample_id}", headers=sdk_user.auth).status_code == 200
+
+
+def test_plain_get_of_ws_is_a_clear_400(client, sdk_user):
+    r = client.get("/ws", headers=sdk_user.auth)
+    assert r.status_code == 400 and "websocket" in r.json["detail"]
+
+
+def test_a_slow_subscriber_does_not_hold_up_the_others(sdk_user, settings_override):
+    settings_override(ws_queue_max=2)
+    account = str(sdk_user.account_id)
+    hub = notifications.Hub()
+    slow = notifications.Subscriber(Scope.of(account), {})
+    fast = notifications.Subscriber(Scope.of(account), {})
+    stranger = notifications.Subscriber(Scope.of(uuid.uuid4()), {})
+    for s in (slow, fast, stranger):
+        hub._subscribers.add(s)
+    for seq in range(1, 6):
+        hub.dispatch(json.dumps({"seq": seq, "account_id": account, "event": {"event_id": str(seq)}}))
+        assert json.loads(fast.queue.get_nowait())["seq"] == seq  # the fast one drains as it goes
+    hub.dispatch(json.dumps({"seq": 3, "account_id": account, "event": {}}))  # a relay's repeat: dropped
+    assert fast.queue.empty()
+    assert slow.too_slow and slow.queue.qsize() == 2
+    assert stranger.queue.empty() and not stranger.too_slow
+
+
+def test_every_api_process_gets_each_event(sdk_user):
+    """Two hubs (as in two API processes) on the Redis channel both pass an event on."""
+    account = str(sdk_user.account_id)
+    hubs = [notifications.Hub(), notifications.Hub()]
+    subscribers = [notifications.Subscriber(Scope.of(account), {"tags": ["t"]}) for _ in hubs]
+    for hub, subscriber in zip(hubs, subscribers):
+        hub.subscribe(subscriber)
+    from app.db import redis_client
+
+    redis_client().publish(notifications.CHANNEL, json.dumps(
+        {"seq": 10**9, "account_id": account, "event": {"event_id": "e", "tags": ["t"]}}))
+    for subscriber in subscribers:
+        assert json.loads(subscriber.queue.get(timeout=10))["event"]["event_id"] == "e"
