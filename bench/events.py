@@ -1,4 +1,5 @@
-"""Filtered event pages and statistics over 1,000,000 events in PostgreSQL, through the REST API.
+"""Filtered event pages and statistics over 1,000,000 events in PostgreSQL, through the REST API;
+``POST /handlers/{handler_id}/events`` throughput against the raw inference pipeline.
 
 Runs the real server (``facegate api``: gunicorn, 2 workers) on loopback against a fresh PostgreSQL
 database of its own. The events are synthetic rows generated inside PostgreSQL in one
@@ -16,9 +17,38 @@ week, hourly counts of one handler over a day).
 Baseline, same run: each page query once more through the same service code in this process, with
 PostgreSQL's index scans switched off (``enable_indexscan``, ``enable_bitmapscan``: what the
 indexes save), and a plain ``SELECT count(*)`` over the table. Target: p95 < 100 ms for indexed
-filters. Last line: one JSON object.
+filters.
 
-    .venv/bin/python bench/events.py [--events 1000000] [--repeat 40]
+Then ``POST /handlers/{handler_id}/events`` end to end, on the same database (its event table
+holding the generated events): ``facegate api`` again and a worker as the Procfile's (``celery -A
+tasks worker --pool threads --concurrency 8 --queues gpu,cpu,matcher``, ``inference_batch_max`` =
+``--handler-batch``, 32), both on the bench's Redis (``FACEGATE_BENCH_REDIS``). A new account
+enrolls the first photo of each shared LFW person (10) into a list through a handler with
+``store_face`` and ``link_to_lists_policy`` (largest face), then a second handler extracts
+descriptors and matches them against that list (``match_policy`` label ``staff``; default storage:
+face samples and events kept, waits for saving). ``--handler-images`` (64) other LFW photos go to
+it as raw ``image/jpeg`` bodies, one per request, from 8 client threads of this process, each with
+its own connection (``pipeline.Platform.throughput``), after 4 warm-up requests; the clock runs from
+the first request to the last answer (``handler_images_per_s``; latencies ``handler_p50_ms`` /
+``handler_p95_ms``, the worker batcher's mean batch, the events answered with a face and with an
+enrolled candidate, the events stored for the handler).
+
+Baseline, same run: ``pipeline.ours`` (``inference.pipeline.process``: detection, landmarks,
+descriptor, the raw pipeline) in this process on the same images, decoded beforehand, in batches of
+``--handler-batch``; timed right before and right after the handler run (the worker idles), the
+better of the two is ``handler_pipeline_images_per_s``. ``handler_ratio_vs_pipeline`` = handler /
+raw; target >= 0.8 (queues, DB and storage add at most 20%). Reported only:
+``handler_sdk_images_per_s``, the same images through ``/sdk?extract_descriptor=1`` from 8 clients on
+the same worker right after (one gpu task, no matcher or cpu step, no rows), which splits what the
+handler adds from what every request through the API and a worker pays. The machine may be shared:
+the load average is printed at the start and the end. Last line: one JSON object,
+``{"bench": "events", "events": ..., "events_p95_ms": ..., "stats_p95_ms": ...,
+"handler_ratio_vs_pipeline": ..., "handler_images_per_s": ..., "handler_pipeline_images_per_s": ..., ...}``.
+
+    .venv/bin/python bench/events.py [--events 1000000] [--repeat 40] [--handler-images 64]
+                                     [--handler-batch 32]
+
+Quick check (small table, few repeats): ``--events 2000 --repeat 3 --handler-images 16``.
 """
 from __future__ import annotations
 
@@ -26,6 +56,8 @@ import argparse
 import json
 import os
 import random
+import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -35,7 +67,10 @@ from typing import Any
 
 import numpy as np
 import requests
-from apiserver import BenchDatabase, free_port
+from apiserver import FACEGATE, BenchDatabase, free_port
+
+# before DB below copies the environment: pipeline sets OMP_WAIT_POLICY=PASSIVE for torch (see there)
+from pipeline import SHARED, Platform, load_load, ours
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -160,12 +195,141 @@ def _typed_filters(params: dict[str, Any]) -> dict[str, Any]:
     loaded.pop("page"), loaded.pop("page_size")
     return {**loaded, **{k: v for k, v in params.items() if k.startswith("meta.")}}
 
+# ---- POST /handlers/{handler_id}/events against the raw pipeline --------------------------------
+LFW = SHARED / "faces" / "lfw"
+
+
+class HandlerPlatform(Platform):
+    """:class:`pipeline.Platform`'s client side (``throughput``, ``batching``, ``stop``) over this
+    bench's PostgreSQL database: ``facegate api`` and a worker consuming ``gpu,cpu,matcher`` as the
+    Procfile's does; :meth:`sdk`, which ``throughput`` calls once per image, posts the image to the
+    events of ``handler_id`` instead of /sdk."""
+
+    def __init__(self) -> None:  # not Platform's: no embedded Redis, no SQLite
+        subprocess.run([FACEGATE, "buckets", "create"], env=DB.env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        port = free_port()
+        self.env, self.url, self.worker = DB.env, f"http://127.0.0.1:{port}", None
+        self.procs = [DB.start_api(port)]
+        self.auth = (f"handler-{uuid.uuid4().hex[:8]}@example.com", "bench password")
+        requests.post(f"{self.url}/accounts", json={"login": self.auth[0], "password": self.auth[1]},
+                      timeout=30).raise_for_status()
+        self.handler_id = ""
+        self.events: list[dict[str, Any]] = []  # every answered event, in answer order
+        self.latencies: list[float] = []
+
+    def start_worker(self, batch_max: int) -> None:
+        self.stop_worker()
+        cmd = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool", "threads", "--concurrency", "8",
+               "--queues", "gpu,cpu,matcher", "--hostname", f"bench-events-{batch_max}@%h", "--loglevel", "WARNING"]
+        self.worker = subprocess.Popen(cmd, cwd=ROOT, env={**self.env, "FACEGATE_INFERENCE_BATCH_MAX": str(batch_max)},
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = requests.post(f"{self.url}{path}", json=body, auth=self.auth, timeout=30)
+        if r.status_code != 201:
+            raise RuntimeError(f"{path} answered {r.status_code}: {r.text[:300]}")
+        return r.json()
+
+    def sdk(self, session: requests.Session, data: bytes, **query: Any) -> float:
+        """One raw JPEG to ``POST /handlers/{handler_id}/events``: seconds to the answer (201); with
+        no ``handler_id``, to /sdk as :class:`Platform` sends it."""
+        if not self.handler_id:
+            return super().sdk(session, data, **query)
+        start = time.perf_counter()
+        r = session.post(f"{self.url}/handlers/{self.handler_id}/events", data=data,
+                         headers={"Content-Type": "image/jpeg"}, auth=self.auth, timeout=180)
+        elapsed = time.perf_counter() - start
+        if r.status_code != 201:
+            raise RuntimeError(f"/handlers/{{id}}/events answered {r.status_code}: {r.text[:300]}")
+        self.events += r.json()["events"]
+        self.latencies.append(elapsed)
+        return elapsed
+
+
+def handler_figures(images: int, batch: int) -> dict[str, Any]:
+    """Enroll the first photo of each LFW person into a list through a storing handler, then time
+    ``images`` other LFW photos through a detect + extract + match handler from 8 client threads
+    against ``ours`` (the raw pipeline, in this process) on the same decoded images in batches of
+    ``batch``, the worker's ``inference_batch_max``."""
+    from inference import registry
+    from inference.images import decode_image
+
+    people = sorted(d for d in LFW.iterdir() if d.is_dir())
+    enroll = [sorted(d.glob("*.jpg"))[0] for d in people]
+    rest = sorted(set(LFW.glob("*/*.jpg")) - set(enroll))
+    timed = rest[:: max(1, len(rest) // images)][:images]
+    datas = [p.read_bytes() for p in timed]
+    decoded = [decode_image(d) for d in datas]
+    registry.configure(device=registry.default_device())
+    ours(decoded[:8], 8)  # load the models in this process, warm the kernels
+    ours(decoded[:batch], batch)
+
+    DB.env["FACEGATE_WORKER_WAIT_TIMEOUT_S"] = "120"  # the first requests load the worker's models
+    platform = HandlerPlatform()
+    figures: dict[str, Any] = {"handler_images": len(datas), "handler_batch": batch}
+    try:
+        platform.start_worker(batch)
+        list_id = platform.post("/lists", {})["list_id"]
+        platform.handler_id = platform.post("/handlers", {"policies": {
+            "detect_policy": {"multiface_policy": "largest"}, "extract_policy": {"extract_face_descriptor": True},
+            "storage_policy": {"face_policy": {"store_face": True, "link_to_lists_policy": [{"list_id": list_id}]}},
+        }})["handler_id"]
+        with requests.Session() as session:
+            for path in enroll:
+                platform.sdk(session, path.read_bytes())
+        enrolled = [e["face_id"] for e in platform.events if e["face_id"]]
+        assert len(enrolled) == len(enroll), f"{len(enrolled)} faces enrolled of {len(enroll)}"
+        figures["handler_enrolled"] = len(enrolled)
+        platform.handler_id = platform.post("/handlers", {"policies": {
+            "extract_policy": {"extract_face_descriptor": True},
+            "match_policy": [{"label": "staff", "candidates": {"list_id": list_id}}],
+        }})["handler_id"]
+        with requests.Session() as session:  # warm: the match path, the matcher cache, connections
+            for data in datas[:4]:
+                platform.sdk(session, data)
+        raw_before = ours(decoded, batch)[0]  # the worker idles meanwhile
+        platform.events, platform.latencies = [], []
+        before = platform.batching()
+        figures["handler_images_per_s"] = round(platform.throughput(datas, 8), 2)
+        after = platform.batching()
+        raw_after = ours(decoded, batch)[0]
+        # the same images through /sdk (detect + extract, one gpu task, no DB) on the same worker:
+        # what the handler's matcher and cpu steps and its rows cost on top of the shared request path
+        handler_id, platform.handler_id = platform.handler_id, ""
+        figures["handler_sdk_images_per_s"] = round(platform.throughput(datas, 8), 2)
+        platform.handler_id = handler_id
+        if after[0] < 100:  # the window of the last 100 batches still holds every batch of the run
+            figures["handler_mean_batch_images"] = round((after[1] - before[1]) / max(1, after[0] - before[0]), 2)
+        figures["handler_p50_ms"] = round(statistics.median(platform.latencies) * 1000, 1)
+        figures["handler_p95_ms"] = round(float(np.percentile(platform.latencies, 95)) * 1000, 1)
+        with_face = [e for e in platform.events if e["detections"]]
+        figures["handler_events_with_face"] = len(with_face)
+        similarities = [e["top_similarity"] for e in with_face if e["top_candidate_id"] in enrolled]
+        figures["handler_events_matched"] = len(similarities)
+        figures["handler_median_top_similarity"] = round(statistics.median(similarities), 3) if similarities else None
+        figures["handler_worker_rss_mb"] = round(platform.worker_rss_mb(), 1)
+        with _psql() as conn:
+            figures["handler_events_stored"] = conn.execute(
+                "SELECT count(*) FROM event WHERE handler_id = %s", (platform.handler_id,)).fetchone()[0]
+    finally:
+        platform.stop()
+    figures["handler_pipeline_images_per_s"] = round(max(raw_before, raw_after), 2)
+    figures["handler_pipeline_images_per_s_before_after"] = [round(raw_before, 2), round(raw_after, 2)]
+    figures["handler_ratio_vs_pipeline"] = round(
+        figures["handler_images_per_s"] / figures["handler_pipeline_images_per_s"], 3)
+    return figures
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=40, help="timed requests per query")
+    parser.add_argument("--handler-images", type=int, default=64,
+                        help="LFW images sent through POST /handlers/{id}/events (and the raw pipeline)")
+    parser.add_argument("--handler-batch", type=int, default=32,
+                        help="the worker's inference_batch_max, and the raw pipeline's batch")
     args = parser.parse_args()
+    print(f"{load_load()} at start", flush=True)
 
     DB.fresh()
     port = free_port()
@@ -194,7 +358,8 @@ def main() -> None:
         for name, body in _stats_queries(rng).items():
             def call(body: Any = body) -> None:
                 r = http.post(f"{api}/events/stats", json=body())
-                assert r.status_code == 200 and r.json()["results"], r.text[:300]
+                # a quick check's few --events may leave a random day of one handler empty
+                assert r.status_code == 200 and (r.json()["results"] or args.events < 100_000), r.text[:300]
             _timed(call, 3)
             stats[name] = _timed(call, args.repeat)
     finally:
@@ -202,6 +367,7 @@ def main() -> None:
         server.wait(30)
 
     baseline = _baselines(account_id, _page_queries(random.Random(11)))
+    handler = handler_figures(args.handler_images, args.handler_batch)
     page_all = [t for v in pages.values() for t in v]
     stats_all = [t for v in stats.values() for t in v]
     events_p95 = float(np.percentile(page_all, 95))
@@ -220,9 +386,29 @@ def main() -> None:
         print(f"  {name:<40} {np.percentile(times, 50):7.1f} / {np.percentile(times, 95):7.1f}")
     print(f"  {'all stats queries':<40} {np.percentile(stats_all, 50):7.1f} / {stats_p95:7.1f}")
     print(f"baseline SELECT count(*) FROM event: {baseline['count_star']:.0f} ms")
-    print(f"load average during the run (shared machine): {os.getloadavg()[0]:.1f}")
+    print(f"POST /handlers/{{id}}/events (detect + extract + match against {handler['handler_enrolled']} enrolled faces), "
+          f"{handler['handler_images']} LFW images, 8 client threads, one raw JPEG per request, worker "
+          f"gpu,cpu,matcher (threads, 8), inference_batch_max {handler['handler_batch']}:")
+    print(f"  handler: {handler['handler_images_per_s']:.2f} images/s; latency p50 / p95 "
+          f"{handler['handler_p50_ms']:.0f} / {handler['handler_p95_ms']:.0f} ms; mean batch "
+          f"{handler.get('handler_mean_batch_images', 'n/a')}; {handler['handler_events_with_face']} events with a face, "
+          f"{handler['handler_events_matched']} matched an enrolled face (median top similarity "
+          f"{handler['handler_median_top_similarity']}); {handler['handler_events_stored']} events stored")
+    print(f"  raw pipeline (ours, in this process, batch {handler['handler_batch']}, same decoded images): "
+          f"{handler['handler_pipeline_images_per_s']:.2f} images/s (best of before / after the handler run: "
+          f"{handler['handler_pipeline_images_per_s_before_after']})")
+    print(f"  /sdk?extract_descriptor=1 on the same worker and images, 8 clients (reported only): "
+          f"{handler['handler_sdk_images_per_s']:.2f} images/s")
+    print(f"  handler / raw pipeline: {handler['handler_ratio_vs_pipeline']:.3f} (target >= 0.8)")
+    print(f"{load_load()} at end (shared machine)")
     print(json.dumps({"bench": "events", "events": args.events, "events_p95_ms": round(events_p95, 1),
                       "stats_p95_ms": round(stats_p95, 1),
+                      "handler_ratio_vs_pipeline": handler["handler_ratio_vs_pipeline"],
+                      "handler_images_per_s": handler["handler_images_per_s"],
+                      "handler_pipeline_images_per_s": handler["handler_pipeline_images_per_s"],
+                      **{k: v for k, v in handler.items() if k not in (
+                          "handler_ratio_vs_pipeline", "handler_images_per_s", "handler_pipeline_images_per_s")},
+                      "load_average_1min": round(os.getloadavg()[0], 1),
                       "per_query_p95_ms": {k: round(float(np.percentile(v, 95)), 1) for k, v in {**pages, **stats}.items()},
                       "no_index_ms": {k: round(v) for k, v in baseline.items()}}))
 
