@@ -170,6 +170,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         not_utf8 = _not_utf8()
         if not_utf8:
             raise APIError("validation", f"{not_utf8} is not valid UTF-8 once percent-decoded")
+        if b"\x00" in unquote_to_bytes(request.query_string):  # no text column (PostgreSQL's least) holds one
+            raise APIError("validation", "the query string holds a NUL character")
         if request.routing_exception is not None or request.endpoint is None:
             return
         locations = _view_locations(app)

@@ -16,6 +16,7 @@ from functools import wraps
 from typing import Any, Callable, TypeVar
 
 from flask import g, request
+from werkzeug.routing import WebsocketMismatch
 
 from app.accounts import service as accounts_service
 from app.accounts import tokens as tokens_service
@@ -92,6 +93,9 @@ def authenticate_request() -> None:
     """``before_request`` hook: sets ``g.principal`` on every non-public endpoint, and on a public
     one when credentials are sent (an admin registering an advanced user)."""
     g.principal = None
+    if isinstance(request.routing_exception, WebsocketMismatch):
+        g.principal = _authenticate()  # who is asking comes before how: 401 first, then the 400
+        return
     if request.endpoint is None or request.endpoint in PUBLIC_ENDPOINTS:
         return
     if is_public(request.endpoint, _view()) and "Authorization" not in request.headers:

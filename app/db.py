@@ -147,6 +147,13 @@ def redis_client() -> redis.Redis:
     return _redis_for(s.redis_url, s.dependency_timeout_s)
 
 
+def redis_channel(name: str) -> str:
+    """A pub/sub channel of this installation: ``facegate:<name>:<db>``. Redis channels are global
+    to the server, not per database, so installations (and test runs) that share a server on
+    separate database numbers would otherwise hear each other."""
+    return f"facegate:{name}:{redis_client().connection_pool.connection_kwargs.get('db', 0)}"
+
+
 def dispose_all() -> None:
     """Drop pooled connections; called after fork so children never share a parent's sockets."""
     with _lock:

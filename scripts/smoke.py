@@ -16,6 +16,7 @@ meanwhile (its pid, as Flower reports it, changed); the summary is one JSON line
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ import uuid
 from pathlib import Path
 
 import requests
+import simple_websocket
 
 API = os.environ.get("FACEGATE_URL", "http://127.0.0.1:5000").rstrip("/")
 FLOWER = os.environ.get("FLOWER_URL", "http://127.0.0.1:5555").rstrip("/")
@@ -81,8 +83,37 @@ def main() -> dict[str, str]:
             break
         time.sleep(1)
     step("Flower shows the task", info is not None and info.get("name") == "system.ping", info)
+    image = default_image()
+    if image is not None:
+        handler_events(login, password, image)
     print(f"smoke passed against {API} (task {task_id})")
     return headers
+
+
+def handler_events(login: str, password: str, image: Path) -> None:
+    """A handler with a websocket callback: the event comes back in the answer, from /events and
+    over /ws (through the relay, Redis pub/sub and the API's hub)."""
+    auth = (login, password)
+    r = requests.post(f"{API}/handlers", auth=auth, timeout=10, json={"policies": {
+        "extract_policy": {"extract_face_descriptor": True}, "callbacks": [{"type": "luna-ws-notification"}]}})
+    step("create handler", r.status_code == 201, r.text)
+    handler_id = r.json()["handler_id"]
+    basic = "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode()
+    ws = simple_websocket.Client(f"{API.replace('http', 'ws', 1)}/ws?handler_ids={handler_id}",
+                                 headers={"Authorization": basic})
+    try:
+        r = requests.post(f"{API}/handlers/{handler_id}/events", auth=auth, timeout=120, data=image.read_bytes(),
+                          headers={"Content-Type": "image/jpeg"})
+        step("event from an image (detect, extract, save)", r.status_code == 201 and
+             len(r.json()["events"][0]["detections"]) >= 1, r.text[:300])
+        event_id = r.json()["events"][0]["event_id"]
+        r = requests.get(f"{API}/events/{event_id}", auth=auth, timeout=10)
+        step("the event is stored", r.status_code == 200, r.text[:300])
+        message = ws.receive(timeout=30)
+        step("the event reaches a websocket subscriber", message is not None and
+             json.loads(message)["event"]["event_id"] == event_id, message)
+    finally:
+        ws.close()
 
 
 def worker_pids() -> dict[str, int]:

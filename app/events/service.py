@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.errors import APIError
-from app.events.models import Event, GeneralEvent, Outbox
+from app.events.models import Event, EventDescriptor, GeneralEvent, Outbox
 from app.faces.models import time_ordered_uuid, utcnow
 from app.filters import Filterable, conditions, json_root, json_value
 from app.pagination import paginate
@@ -138,6 +138,15 @@ def save_events(session: Session, scope: Scope, events: Sequence[Mapping[str, An
         session.execute(insert(Event.__table__), rows)
         record_outbox(session, "event", owner, [r["event_id"] for r in rows], notices)
     return [r["event_id"] for r in rows]
+
+
+def save_descriptors(session: Session, scope: Scope, descriptors: Sequence[tuple[uuid.UUID, int, bytes]]) -> None:
+    """(event id, version, float32 bytes) of events saved in the caller's transaction: what makes
+    them matching candidates and references."""
+    if descriptors:
+        session.execute(insert(EventDescriptor.__table__), [
+            {"event_id": event_id, "version": version, "account_id": scope.owner, "descriptor": data}
+            for event_id, version, data in descriptors])
 
 
 def announce(session: Session, scope: Scope, notices: Sequence[Notice]) -> None:

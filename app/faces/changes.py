@@ -25,7 +25,7 @@ from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from app.accounts.models import Account
-from app.db import redis_client
+from app.db import redis_channel, redis_client
 from app.faces.models import ChangeLog, FaceDescriptor, FaceList, ListFace, utcnow
 from app.scope import Scope, scoped
 from matcher.cache import Chunk
@@ -42,10 +42,9 @@ from matcher.changes import (
 log = logging.getLogger(__name__)
 
 def channel() -> str:
-    """The pub/sub channel of change announcements: ``facegate:changes:<db>``. Redis channels are
-    global to the server, not per database, so installations (and test runs) that share a server
-    on separate database numbers would otherwise wake each other."""
-    return f"facegate:changes:{redis_client().connection_pool.connection_kwargs.get('db', 0)}"
+    """The pub/sub channel of change announcements."""
+    return redis_channel("changes")
+
 KINDS = ("descriptor_added", "descriptor_removed", "face_attached", "face_detached", "face_deleted",
          "list_deleted")
 # Arbitrary but fixed: every process must agree on the advisory lock that orders the change log.

@@ -38,7 +38,7 @@ from app.handlers.schemas import PoliciesSchema
 from app.handlers.service import check_policies
 from app.image_store import service as image_store
 from app.matching import service as matching
-from app.scope import Scope, get_or_404
+from app.scope import Scope, get_or_404, scoped
 from app.sdk import service as sdk
 from inference import analysis
 
@@ -199,7 +199,8 @@ def detect(task_id: str, scope: Scope, refs: list[dict[str, str]], policies: Map
 def _aggregate(found: list[analysis.Analysis], images: list[dict[str, Any]], version: int) -> dict[str, Any]:
     """One face over all images (each image's largest kept face, merged), as an image of its own."""
     merged = analysis.aggregate(found)
-    face: dict[str, Any] = {"aggregated_from": [{"filename": images[n]["filename"], "face": k} for n, k in merged.picked],
+    face: dict[str, Any] = {"aggregated_from": [{"filename": images[n]["filename"], "face": k}
+                                                for n, k in merged.picked],
                             "sample_ids": [images[n]["faces"][k]["sample_id"] for n, k in merged.picked
                                            if "sample_id" in images[n]["faces"][k]]}
     if merged.basic_attributes is not None:
@@ -375,7 +376,8 @@ def _face_items(events_: list[dict[str, Any]], found: Mapping[str, Any], policie
                 "basic_attributes": {"age": basic["age"], "gender": basic["gender_score"]} if basic else None,
                 "sample_ids": [face["sample_id"]] if "sample_id" in face else face.get("sample_ids") or [],
                 "external_id": event["external_id"], "user_data": request.get("user_data") or "",
-                "list_ids": [uuid.UUID(str(link["list_id"])) for link in links if holds(link.get("filters"), detection)]})
+                "list_ids": [uuid.UUID(str(link["list_id"])) for link in links
+                             if holds(link.get("filters"), detection)]})
     return items
 
 
@@ -410,14 +412,26 @@ def _store_objects(events_: list[dict[str, Any]], found: Mapping[str, Any], scop
                             object_id=event["image_origin_id"], ttl=storage["image_origin_policy"].get("ttl"))
 
 
-def _already_saved(session: Any, events_: list[dict[str, Any]], face_items: list[dict[str, Any]]) -> bool:
+def _event_descriptors(events_: list[dict[str, Any]], found: Mapping[str, Any]) -> list[tuple[uuid.UUID, int, bytes]]:
+    """Each event's largest face's descriptor, as the events' matching uses it."""
+    out = []
+    for event, unit in zip(events_, _units(found)):
+        with_vectors = [face for face in unit["faces"] if "descriptor" in face]
+        if with_vectors:
+            face = _largest(with_vectors)
+            out.append((uuid.UUID(event["event_id"]), face["descriptor_version"], vector_of(face).tobytes()))
+    return out
+
+
+def _already_saved(session: Any, scope: Scope, events_: list[dict[str, Any]], face_items: list[dict[str, Any]]) -> bool:
     """Whether an earlier run of this step committed (everything of a request is one transaction):
     its faces, or the outbox rows of its events (written for stored events and for announced ones)."""
     ids = [uuid.UUID(e["event_id"]) for e in events_]
     if ids and session.scalar(select(Outbox.seq).where(Outbox.event_id.in_(ids)).limit(1)) is not None:
         return True
     if face_items:
-        return session.scalar(select(Face.face_id).where(Face.face_id == face_items[0]["face_id"])) is not None
+        first = scoped(Face, scope, Face.face_id).where(Face.face_id == face_items[0]["face_id"])
+        return session.scalar(first) is not None
     return False
 
 
@@ -430,13 +444,14 @@ def save(found: Mapping[str, Any], scope: Scope, origin: Mapping[str, Any], poli
     face_items = _face_items(events_, found, policies, request)
     announced = False
     with session_scope() as session:
-        if not _already_saved(session, events_, face_items):
+        if not _already_saved(session, scope, events_, face_items):
             if face_items:
                 faces.create_faces(session, scope, face_items)
             rows = [_event_row(e) for e in events_] if store_event else []
             notices = [(e, callbacks_of(e, policies)) for e in events_]
             if rows:
                 events.save_events(session, scope, rows, notices)
+                events.save_descriptors(session, scope, _event_descriptors(events_, found))
             else:
                 events.announce(session, scope, notices)
             announced = any(callbacks for _, callbacks in notices)

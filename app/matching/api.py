@@ -38,13 +38,17 @@ def inline(pairs: int) -> bool:
 @blp.response(200, FaceMatchResultsSchema)
 @require("face", "matching")
 def match_faces(body: dict[str, Any]) -> dict[str, Any]:
-    """References (faces, attributes, descriptors) against faces selected by filters, best first.
+    """References (faces, events, attributes, descriptors) against faces or events selected by
+    filters, best first.
 
-    Runs on a matcher worker: from its list cache when `list_id` is the only filter, otherwise
+    Runs on a matcher worker: faces from its list cache when `list_id` is the only filter, otherwise
     filtered in SQL and streamed. Nothing deleted or detached before the request started is returned.
     """
     principal = current_principal()
     check_reference_permissions(body["references"])
+    resource, action = matching.CANDIDATE_SOURCES[body["candidates"]["source"]].permission
+    if not principal.allowed(resource, action):
+        raise APIError("forbidden", f"token lacks '{action}' permission on '{resource}' for these candidates")
     candidates = principal.read_scope(body["candidates"]["filters"].pop("account_id", None))
     with session_scope() as session:
         seq = changes.last_seq(session)  # the feed head the worker must have applied before searching

@@ -4,9 +4,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from marshmallow import ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from app.attributes.schemas import DescriptorInSchema, descriptor_rules
+from app.events.schemas import EventStatsFilters
 from app.faces.schemas import EXTERNAL_ID, MAX_FILTER_IDS, USER_DATA
 from app.matching.service import CANDIDATE_SOURCES, REFERENCE_TYPES
 from app.schemas import INT32, SettingMax, SettingMaxItems, StrictSchema
@@ -34,9 +35,10 @@ class ReferenceSchema(StrictSchema):
     ``app.matching.service``)."""
 
     type = fields.String(required=True, validate=_KnownType(),
-                         metadata={"description": "face, attribute or descriptor"})
+                         metadata={"description": "face, event, attribute or descriptor"})
     id = fields.String(validate=CLIENT_ID, metadata={
-        "description": "face or attribute id; for a descriptor, the name the answer uses (default: its position)"})
+        "description": "face, event or attribute id; for a descriptor, the name the answer uses (default: its "
+                       "position)"})
     version = fields.Integer(load_default=None, validate=INT32,
                              metadata={"enum": sorted(fmt.DESCRIPTOR_LENGTHS),
                                        "description": "descriptor version (default: the current model; "
@@ -85,8 +87,32 @@ class FaceFiltersSchema(StrictSchema):
 
 
 class CandidatesSchema(StrictSchema):
-    source = fields.String(load_default="faces", validate=validate.OneOf(sorted(CANDIDATE_SOURCES)))
-    filters = fields.Nested(FaceFiltersSchema, load_default=dict, metadata={"description": "which faces"})
+    """Faces by ``filters``, or events by ``event_filters`` (the filters of ``GET /events``, given as
+    in a statistics body: lists as arrays, JSON paths included). The answer carries ``filters``
+    either way: the event filters loaded."""
+
+    source = fields.String(load_default="faces", validate=validate.OneOf(sorted(CANDIDATE_SOURCES)),
+                           metadata={"description": "faces, or events (by their largest face's descriptor)"})
+    filters = fields.Nested(FaceFiltersSchema, metadata={"description": "source faces: which faces"})
+    event_filters = fields.Dict(metadata={"description": "source events: which events, by the filters of "
+                                                         "GET /events"})
+
+    @validates_schema
+    def _filters_of_source(self, data: dict[str, Any], **_: Any) -> None:
+        wrong = "event_filters" if data.get("source", "faces") == "faces" else "filters"
+        if wrong in data:
+            raise ValidationError(f"not for source {data.get('source', 'faces')}", wrong)
+
+    @post_load
+    def _loaded(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if data["source"] == "events":
+            data["filters"] = EventStatsFilters().load(data.pop("event_filters", {}))
+        data.setdefault("filters", {})
+        return data
+
+    @classmethod
+    def openapi_rules(cls) -> dict[str, Any]:
+        return {"not": {"required": ["filters", "event_filters"]}}
 
 
 class LimitsSchema(StrictSchema):
@@ -120,11 +146,19 @@ class ReferenceOutSchema(StrictSchema):
 
 
 class FaceMatchSchema(StrictSchema):
-    face_id = fields.UUID()
+    """One candidate: a face, or an event (``event_id`` set)."""
+
+    face_id = fields.UUID(allow_none=True, metadata={"description": "the face; for an event, the face it stored "
+                                                                    "(or null)"})
+    event_id = fields.UUID(metadata={"description": "events only"})
+    handler_id = fields.UUID(allow_none=True, metadata={"description": "events only"})
+    # Text already (the answer crosses the task queue as JSON), ISO 8601 like every time of the API.
+    create_time = fields.String(metadata={"format": "date-time", "description": "events only"})
+    source = fields.String(allow_none=True, metadata={"description": "events only"})
     account_id = fields.UUID()
     external_id = fields.String(allow_none=True)
-    user_data = fields.String()
-    lists = fields.List(fields.UUID())
+    user_data = fields.String(allow_none=True)
+    lists = fields.List(fields.UUID(), metadata={"description": "faces only"})
     similarity = fields.Float()
 
 

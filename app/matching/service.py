@@ -1,10 +1,9 @@
 """Matching: references (what is looked for) against candidates (where it is looked for).
 
 Both sides are pluggable. A *reference type* turns request items into descriptors
-(:data:`REFERENCE_TYPES`: ``face``, ``attribute``, ``descriptor`` now; events and images register
-theirs with :func:`register_reference` when they exist, naming the permission they need). A
-*candidate source* searches a set selected by filters (:data:`CANDIDATE_SOURCES`: ``faces`` now,
-``events`` later) and describes the hits it returns.
+(:data:`REFERENCE_TYPES`: ``face``, ``attribute``, ``descriptor``, ``event``; each names the
+permission it needs). A *candidate source* searches a set selected by filters
+(:data:`CANDIDATE_SOURCES`: ``faces``, ``events``) and describes the hits it returns.
 
 Similarity is the descriptor version's calibrated map of the L2 distance
 (``inference.descriptor_format.similarity``: 0.5 at the model's documented threshold), strictly
@@ -30,8 +29,11 @@ from sqlalchemy.orm import Session
 from app import settings
 from app.attributes import service as attributes
 from app.errors import APIError
+from app.events import service as events
+from app.events.models import Event, EventDescriptor
 from app.faces import service as faces
 from app.faces.models import Face, FaceDescriptor, FaceList
+from app.filters import conditions
 from app.matching import cache as matcher_cache
 from app.scope import Scope, get_or_404, owned_ids, scoped
 from inference import descriptor_format as fmt
@@ -68,7 +70,7 @@ REFERENCE_TYPES: dict[str, ReferenceType] = {}
 
 
 def register_reference(name: str, resolve: Resolver, permission: tuple[str, str] | None) -> None:
-    """Add a reference type (events and images register theirs here when their services exist)."""
+    """Add a reference type, with the permission (resource, action) a token needs to use it."""
     REFERENCE_TYPES[name] = ReferenceType(resolve, permission)
 
 
@@ -76,24 +78,34 @@ def _vector(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<f4")
 
 
-def _resolve_faces(session: Session, scope: Scope, items: Sequence[Mapping[str, Any]]) -> list[Reference]:
+def _stored(session: Session, scope: Scope, items: Sequence[Mapping[str, Any]], kind: str, owner: Any,
+            table: Any, key: Any) -> list[Reference]:
+    """References to descriptors kept beside account-owned rows (faces, events): each row must be
+    the scope's (else the owner's 404) and have a descriptor of the asked version."""
     default = settings.current().face_descriptor_version
     wanted = [(uuid.UUID(str(item["id"])), item.get("version") or default) for item in items]
-    ids = {face_id for face_id, _ in wanted}
-    found = set(owned_ids(session, Face, ids, scope))
-    for face_id, _ in wanted:
-        if face_id not in found:
-            raise APIError("face_not_found", f"reference face {face_id} not found")
-    stored = {(f, v): d for f, v, d in session.execute(
-        select(FaceDescriptor.face_id, FaceDescriptor.version, FaceDescriptor.descriptor)
-        .where(FaceDescriptor.face_id.in_(ids)))}
+    ids = {object_id for object_id, _ in wanted}
+    found = set(owned_ids(session, owner, ids, scope))
+    for object_id, _ in wanted:
+        if object_id not in found:
+            raise APIError(owner.not_found, f"reference {kind} {object_id} not found")
+    stored = {(o, v): d for o, v, d in session.execute(select(key, table.version, table.descriptor)
+                                                       .where(key.in_(ids)))}
     out = []
-    for face_id, version in wanted:
-        data = stored.get((face_id, version))
+    for object_id, version in wanted:
+        data = stored.get((object_id, version))
         if data is None:
-            raise APIError("bad_reference", f"reference face {face_id} has no descriptor of version {version}")
-        out.append(Reference("face", str(face_id), version, _vector(data)))
+            raise APIError("bad_reference", f"reference {kind} {object_id} has no descriptor of version {version}")
+        out.append(Reference(kind, str(object_id), version, _vector(data)))
     return out
+
+
+def _resolve_faces(session: Session, scope: Scope, items: Sequence[Mapping[str, Any]]) -> list[Reference]:
+    return _stored(session, scope, items, "face", Face, FaceDescriptor, FaceDescriptor.face_id)
+
+
+def _resolve_events(session: Session, scope: Scope, items: Sequence[Mapping[str, Any]]) -> list[Reference]:
+    return _stored(session, scope, items, "event", Event, EventDescriptor, EventDescriptor.event_id)
 
 
 def _resolve_attributes(session: Session, scope: Scope,
@@ -127,6 +139,7 @@ def _descriptor_references(items: Sequence[Mapping[str, Any]]) -> list[Reference
 register_reference("face", _resolve_faces, ("face", "matching"))
 register_reference("attribute", _resolve_attributes, ("attribute", "matching"))
 register_reference("descriptor", _resolve_descriptors, None)
+register_reference("event", _resolve_events, ("event", "matching"))
 
 
 def resolve_references(session: Session, scope: Scope,
@@ -205,13 +218,9 @@ class FaceCandidates:
 
     def _stream(self, session: Session, scope: Scope, filters: Mapping[str, Any],
                 version: int) -> Iterator[tuple[list[str], np.ndarray]]:
-        chunk = settings.current().matcher_chunk_size
         query = scoped(Face, scope, Face.face_id, FaceDescriptor.descriptor).join(
             FaceDescriptor, (FaceDescriptor.face_id == Face.face_id) & (FaceDescriptor.version == version))
-        query = faces.filtered(query, filters).execution_options(yield_per=chunk)
-        for rows in session.execute(query).partitions():
-            yield ([str(r[0]) for r in rows],
-                   np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1))
+        return _chunks(session, faces.filtered(query, filters))
 
     def describe(self, session: Session, scope: Scope, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not ids:
@@ -223,7 +232,40 @@ class FaceCandidates:
                 for v in faces.face_views(session, rows)}
 
 
-CANDIDATE_SOURCES: dict[str, CandidateSource] = {"faces": FaceCandidates()}
+def _chunks(session: Session, query: Any) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(ids, descriptors) of a query's (id, descriptor bytes) rows, a chunk at a time."""
+    query = query.execution_options(yield_per=settings.current().matcher_chunk_size)
+    for rows in session.execute(query).partitions():
+        yield ([str(r[0]) for r in rows],
+               np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1))
+
+
+class EventCandidates:
+    """Events selected by the filters of ``GET /events``, within the caller's account scope; an
+    event is a candidate by its largest face's descriptor (events without a face are not)."""
+
+    permission = ("event", "matching")
+
+    def search(self, session: Session, scope: Scope, filters: Mapping[str, Any], version: int,
+               queries: np.ndarray, limit: int, seq: int) -> tuple[np.ndarray, np.ndarray]:
+        query = scoped(Event, scope, Event.event_id, EventDescriptor.descriptor).join(
+            EventDescriptor, (EventDescriptor.event_id == Event.event_id) & (EventDescriptor.version == version))
+        query = query.where(*conditions(events.EVENTS.filters, filters, session.get_bind().dialect.name))
+        return topk_stream(queries, _chunks(session, query), limit, queries.shape[1])
+
+    def describe(self, session: Session, scope: Scope, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        rows = session.scalars(scoped(Event, scope).where(Event.event_id.in_([uuid.UUID(i) for i in ids])))
+        return {str(e.event_id): {"event_id": str(e.event_id), "account_id": str(e.account_id),
+                                  "handler_id": str(e.handler_id) if e.handler_id else None,
+                                  "create_time": e.create_time.isoformat(), "source": e.source,
+                                  "external_id": e.external_id, "user_data": e.user_data,
+                                  "face_id": str(e.face_id) if e.face_id else None}
+                for e in rows}
+
+
+CANDIDATE_SOURCES: dict[str, CandidateSource] = {"faces": FaceCandidates(), "events": EventCandidates()}
 
 
 def match(session: Session, scope: Scope, references: Sequence[Reference], source: str,

@@ -2,7 +2,7 @@
 
 The relay (:func:`relay`, the ``notifications.relay`` task) reads the outbox after its cursor in
 ``seq`` order. For each row with callbacks it publishes the event on the Redis channel
-:data:`CHANNEL` when a ``luna-ws-notification`` callback is among them, and writes one
+:func:`channel` when a ``luna-ws-notification`` callback is among them, and writes one
 :class:`CallbackDelivery` per ``http`` callback; the cursor moves in the same transaction as those
 rows. One relay runs at a time (a Redis lock); the save step kicks it after each commit and beat
 runs it every few seconds for what a kick missed.
@@ -37,14 +37,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app import settings
-from app.db import redis_client, session_scope
+from app.db import redis_channel, redis_client, session_scope
 from app.events.models import Outbox
 from app.notifications.models import DELIVERED, FAILED, PENDING, CallbackDelivery, RelayCursor
 from app.scope import Scope
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "facegate:events"
 WS, HTTP = "luna-ws-notification", "http"
 RELAY_CURSOR = "outbox"
 RELAY_LOCK, RELAY_DIRTY = "facegate:relay:lock", "facegate:relay:dirty"
@@ -55,6 +54,11 @@ MAX_BACKOFF_S = 300.0
 STALE_AFTER_S = 60.0
 # A retry's task may start a little before its recorded time (clocks of worker machines differ).
 DUE_SLACK_S = 2.0
+
+
+def channel() -> str:
+    """Where the relay publishes events for the websocket hubs."""
+    return redis_channel("events")
 
 
 # ---- relay -------------------------------------------------------------------------------------
@@ -103,7 +107,7 @@ def _relay_batch(r: redis.Redis) -> tuple[int, list[int]]:
             if any(c["type"] == WS for c in callbacks):
                 # Before the commit: a relay that dies after publishing publishes the row again, and
                 # the hubs drop the repeat by its seq; one that dies before never lost it.
-                r.publish(CHANNEL, json.dumps({"seq": row.seq, "account_id": str(row.account_id),
+                r.publish(channel(), json.dumps({"seq": row.seq, "account_id": str(row.account_id),
                                                "event": row.payload}))
             for n, callback in enumerate(callbacks):
                 if callback["type"] != HTTP:
@@ -255,7 +259,7 @@ class Subscriber:
 
 
 class Hub:
-    """Reads :data:`CHANNEL` on one thread and fans each event out to this process's subscribers."""
+    """Reads :func:`channel` on one thread and fans each event out to this process's subscribers."""
 
     def __init__(self) -> None:
         self._subscribers: set[Subscriber] = set()
@@ -294,7 +298,7 @@ class Hub:
         while True:
             try:
                 pubsub = redis_client().pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(CHANNEL)
+                pubsub.subscribe(channel())
                 self.ready.set()
                 pause = 0.5
                 while True:

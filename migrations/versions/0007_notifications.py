@@ -1,4 +1,5 @@
-"""notifications: what the outbox carries for callbacks, the relay's cursor, webhook deliveries
+"""notifications: what the outbox carries for callbacks, the relay's cursor, webhook deliveries;
+events' descriptors (matching by and against events)
 
 Revision ID: 0007_notifications
 Revises: 0006_events
@@ -43,9 +44,18 @@ def upgrade() -> None:
         sa.UniqueConstraint("outbox_seq", "callback", name="uq_callback_delivery"),
     )
     op.create_index("ix_callback_delivery_due", "callback_delivery", ["status", "next_attempt_time"])
+    op.create_table(
+        "event_descriptor",
+        sa.Column("event_id", sa.Uuid(), sa.ForeignKey("event.event_id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("version", sa.Integer(), primary_key=True),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.Column("descriptor", sa.LargeBinary(), nullable=False),
+    )
+    op.create_index("ix_event_descriptor_account", "event_descriptor", ["account_id", "version"])
 
 
 def downgrade() -> None:
+    op.drop_table("event_descriptor")
     op.drop_table("callback_delivery")
     op.drop_table("relay_cursor")
     with op.batch_alter_table("outbox") as batch:

@@ -322,7 +322,48 @@ def test_every_api_process_gets_each_event(sdk_user):
         hub.subscribe(subscriber)
     from app.db import redis_client
 
-    redis_client().publish(notifications.CHANNEL, json.dumps(
+    redis_client().publish(notifications.channel(), json.dumps(
         {"seq": 10**9, "account_id": account, "event": {"event_id": "e", "tags": ["t"]}}))
     for subscriber in subscribers:
         assert json.loads(subscriber.queue.get(timeout=10))["event"]["event_id"] == "e"
+
+
+def test_events_as_matching_candidates_and_references(client, sdk_user, account):
+    list_id, face_id = _enrolled(client, sdk_user)
+    handler = _handler(client, sdk_user, extract_policy={"extract_face_descriptor": True},
+                       detect_policy={"multiface_policy": "largest"})
+    made = _events(client, sdk_user, handler, SHARON[1], POWELL[2], source="gate").json["events"]
+    sharon, powell = (e["event_id"] for e in made)
+
+    def match(user: Account, references: list[dict[str, Any]], **candidates: Any) -> Any:
+        return client.post("/matcher/faces", headers=user.auth, json={
+            "references": references, "candidates": {"source": "events", **candidates}, "limit": 3})
+
+    r = match(sdk_user, [{"type": "face", "id": face_id}], event_filters={"handler_ids": [handler]})
+    assert r.status_code == 200, r.json
+    (result,) = r.json["results"]
+    assert result["matches"][0]["event_id"] == sharon and result["matches"][0]["source"] == "gate"
+    assert [m["event_id"] for m in result["matches"]] == [sharon, powell]
+    assert result["matches"][0]["similarity"] > result["matches"][1]["similarity"]
+
+    # an event as the reference, against the list's faces and against events by a meta-free filter
+    r = client.post("/matcher/faces", headers=sdk_user.auth, json={
+        "references": [{"type": "event", "id": sharon}], "candidates": {"filters": {"list_id": list_id}}})
+    assert r.status_code == 200, r.json
+    assert r.json["results"][0]["matches"][0]["face_id"] == face_id
+    r = match(sdk_user, [{"type": "event", "id": powell}], event_filters={"sources": ["gate"]})
+    assert r.json["results"][0]["matches"][0]["event_id"] == powell
+    assert r.json["results"][0]["matches"][0]["similarity"] > 0.99
+
+    # refusals: the wrong filters for the source, another account's event, a token without event matching
+    assert match(sdk_user, [{"type": "face", "id": face_id}], filters={}).status_code == 400
+    r = match(account, [{"type": "event", "id": sharon}], event_filters={})
+    assert r.status_code == 404 and r.json["error_code"] == 60002
+    own = client.post("/lists", json={}, headers=account.auth).json["list_id"]
+    r = client.post("/matcher/faces", headers=account.auth, json={
+        "references": [{"type": "event", "id": sharon}], "candidates": {"filters": {"list_id": own}}})
+    assert r.status_code == 404
+    token = sdk_user.token({"face": ["matching"]})
+    r = client.post("/matcher/faces", headers={"Authorization": f"Bearer {token}"}, json={
+        "references": [{"type": "face", "id": face_id}], "candidates": {"source": "events"}})
+    assert r.status_code == 403

@@ -245,6 +245,9 @@ def test_reference_face_without_descriptor(client, account):
     assert r.status_code == 400 and "UUID" in r.json["detail"]
     r = client.post("/matcher/faces", json={"references": [{"type": "event", "id": empty}],
                                             "candidates": {"filters": {}}}, headers=account.auth)
+    assert r.status_code == 404 and r.json["error_code"] == 60002  # a face's id is no event's
+    r = client.post("/matcher/faces", json={"references": [{"type": "body", "id": empty}],
+                                            "candidates": {"filters": {}}}, headers=account.auth)
     assert r.status_code == 400 and "unknown type" in r.json["detail"]
 
 

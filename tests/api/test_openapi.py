@@ -47,6 +47,9 @@ UNSTATABLE = [
     # Rules between a handler's policies (extraction needs detection, a match needs a descriptor,
     # filters name existing match labels); each is in the policy fields' descriptions.
     (50002, ""),
+    # GET /ws exists only as a websocket: a plain HTTP request, which is all the tool sends, is
+    # refused before the query is read.
+    (10010, "this resource is a websocket"),
 ]
 
 # Operations only an operator may call (admin, or advanced_user for buckets): a user's credentials
