@@ -396,7 +396,7 @@ def _store_objects(events_: list[dict[str, Any]], found: Mapping[str, Any], scop
                 for sample_id in ids:
                     image_store.set_ttl(sample_kind, scope, sample_id, ttl)
     attribute_ttl = storage["attribute_policy"].get("ttl")
-    for event, unit in zip(events_, _units(found)):
+    for n, (event, unit) in enumerate(zip(events_, _units(found))):
         for face, detection in zip(unit["faces"], [d for d in event["detections"] if d["type"] == "face"]):
             if "attribute_id" in detection:
                 basic = face.get("basic_attributes")
@@ -405,9 +405,8 @@ def _store_objects(events_: list[dict[str, Any]], found: Mapping[str, Any], scop
                     basic_attributes={"age": basic["age"], "gender": basic["gender_score"]} if basic else None,
                     sample_ids=[uuid.UUID(face["sample_id"])] if "sample_id" in face else (),
                     ttl=attribute_ttl, attribute_id=uuid.UUID(detection["attribute_id"]))
-        if event["image_origin_id"]:
-            ref = next(r for r in refs if r["filename"] == event["filename"])
-            data, _ = image_store.get(sdk.SOURCE, scope, ref["image_id"])
+        if event["image_origin_id"]:  # one event per image then, in the images' order
+            data, _ = image_store.get(sdk.SOURCE, scope, refs[n]["image_id"])
             image_store.put(image_store.KINDS["image"], scope, data, "application/octet-stream",
                             object_id=event["image_origin_id"], ttl=storage["image_origin_policy"].get("ttl"))
 

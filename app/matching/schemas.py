@@ -94,8 +94,8 @@ class CandidatesSchema(StrictSchema):
     source = fields.String(load_default="faces", validate=validate.OneOf(sorted(CANDIDATE_SOURCES)),
                            metadata={"description": "faces, or events (by their largest face's descriptor)"})
     filters = fields.Nested(FaceFiltersSchema, metadata={"description": "source faces: which faces"})
-    event_filters = fields.Dict(metadata={"description": "source events: which events, by the filters of "
-                                                         "GET /events"})
+    event_filters = fields.Nested(EventStatsFilters, metadata={"description": "source events: which events, by the "
+                                                                             "filters of GET /events"})
 
     @validates_schema
     def _filters_of_source(self, data: dict[str, Any], **_: Any) -> None:
@@ -106,13 +106,18 @@ class CandidatesSchema(StrictSchema):
     @post_load
     def _loaded(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         if data["source"] == "events":
-            data["filters"] = EventStatsFilters().load(data.pop("event_filters", {}))
+            data["filters"] = data.pop("event_filters", {})
         data.setdefault("filters", {})
         return data
 
     @classmethod
     def openapi_rules(cls) -> dict[str, Any]:
-        return {"not": {"required": ["filters", "event_filters"]}}
+        return {"allOf": [
+            {"anyOf": [{"not": {"required": ["event_filters"]}},
+                       {"properties": {"source": {"enum": ["events"]}}, "required": ["source"]}]},
+            {"anyOf": [{"not": {"required": ["filters"]}}, {"not": {"required": ["source"]}},
+                       {"properties": {"source": {"enum": ["faces"]}}}]},
+        ]}
 
 
 class LimitsSchema(StrictSchema):

@@ -50,6 +50,9 @@ UNSTATABLE = [
     # GET /ws exists only as a websocket: a plain HTTP request, which is all the tool sends, is
     # refused before the query is read.
     (10010, "this resource is a websocket"),
+    # No text takes a NUL character (PostgreSQL's text cannot hold one); the document would have
+    # to say so of every string.
+    (10005, "NUL character"),
 ]
 
 # Operations only an operator may call (admin, or advanced_user for buckets): a user's credentials
