@@ -278,7 +278,7 @@ def test_aggregate_dynamic_and_single_face_policies(client, sdk_user):
 
 
 def test_json_body_with_per_image_fields(client, sdk_user):
-    handler = _handler(client, sdk_user)
+    handler = _handler(client, sdk_user, storage_policy={"image_origin_policy": {"store_image": True, "ttl": 2}})
     body = {"images": [{"image": base64.b64encode(SHARON[9].read_bytes()).decode(), "filename": "a.jpg",
                         "meta": {"n": 1}, "external_id": "x1"}], "meta": {"n": 0, "m": 2}, "user_data": "u"}
     r = client.post(f"/handlers/{handler}/events", json=body, headers=sdk_user.auth)
@@ -288,6 +288,8 @@ def test_json_body_with_per_image_fields(client, sdk_user):
         "a.jpg", "x1", {"n": 1, "m": 2}, "u")
     sample_id = event["detections"][0]["sample_id"]
     assert client.get(f"/samples/faces/{sample_id}", headers=sdk_user.auth).status_code == 200
+    image = client.get(f"/images/{event['image_origin_id']}", headers=sdk_user.auth)
+    assert image.status_code == 200 and image.data[:2] == b"\xff\xd8" and "X-Luna-Expiry-Date" in image.headers
 
 
 def test_plain_get_of_ws_is_a_clear_400(client, sdk_user):
