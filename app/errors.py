@@ -91,6 +91,7 @@ ERRORS: dict[str, ErrorCode] = {
     "url_fetch_disabled": ErrorCode(30005, 403, "Fetching images by URL is disabled"),
     "url_fetch_failed": ErrorCode(30006, 400, "Image URL could not be fetched"),
     "bad_iso_threshold": ErrorCode(30007, 400, "Bad ISO check threshold"),
+    "no_face": ErrorCode(30008, 400, "No face found in an image"),
     # matcher and verifiers
     "bad_reference": ErrorCode(40001, 400, "Bad matching reference"),
     "descriptor_version_mismatch": ErrorCode(40002, 400, "Descriptor versions differ"),

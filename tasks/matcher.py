@@ -80,6 +80,15 @@ def handler_match(found: dict[str, Any], scope: str, match_policy: list[dict[str
         return processing.match(session, Scope.from_wire(scope), found, match_policy, changes.last_seq(session))
 
 
+@celery.task(name="matcher.verify_images", acks_late=True)
+@reported
+def verify_images(answer: dict[str, Any], verifier_id: str, scope: str,
+                  candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """After ``inference.sdk`` on the images: each image's largest face against the candidates."""
+    with session_scope() as session:
+        return verifiers.verify_images(session, Scope.from_wire(scope), uuid.UUID(verifier_id), answer, candidates)
+
+
 @celery.task(name="matcher.status", acks_late=True)
 @reported
 def status() -> dict[str, Any]:

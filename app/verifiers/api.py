@@ -8,8 +8,11 @@ from app import dispatch
 from app.auth import current_principal, require
 from app.blueprint import Blueprint, filtered_page
 from app.db import session_scope
+from app.errors import APIError
 from app.matching.api import check_reference_permissions, inline
 from app.scope import get_or_404
+from app.sdk import service as sdk
+from app.sdk.api import body_doc, request_images
 from app.verifiers import service
 from app.verifiers.models import Verifier
 from app.verifiers.schemas import (
@@ -21,6 +24,7 @@ from app.verifiers.schemas import (
     VerifierListSchema,
     VerifierPatchSchema,
     VerifierSchema,
+    VerifyImagesBody,
 )
 
 blp = Blueprint("verifiers", __name__, url_prefix="/verifiers", description="Verifiers (1:1)")
@@ -81,6 +85,32 @@ def verify(body: dict[str, Any], verifier_id: uuid.UUID) -> dict[str, Any]:
             return {"verifications": service.verify(session, scope, verifier_id, body)}
     sig = dispatch.task("matcher.verify", str(verifier_id), scope.wire(), body)
     return {"verifications": dispatch.call(sig)}
+
+
+@blp.route("/<uuid:verifier_id>/images", methods=["POST"])
+@blp.response(200, VerificationsSchema)
+@blp.doc(**body_doc(VerifyImagesBody))
+@require("verifier", "view")
+def verify_images(verifier_id: uuid.UUID) -> dict[str, Any]:
+    """Each image's largest face (detected and extracted on a gpu worker, in the same chain as the
+    verification) against the candidates, or, without candidates, every image against each later
+    one: two photos of one person pass. Images come as with /sdk."""
+    images, body = request_images(VerifyImagesBody)
+    candidates = body.get("candidates") or []
+    if not candidates and len(images) < 2:
+        raise APIError("validation", "candidates: give candidates, or at least two images to compare")
+    check_reference_permissions(candidates)
+    principal = current_principal()
+    with session_scope() as session:
+        version = get_or_404(session, Verifier, verifier_id, principal.read_scope()).version
+    refs = sdk.store_sources(principal.scope, images)
+    options = {"detect_face": 1, "extract_descriptor": 1, "descriptor_version": version}
+    try:
+        return {"verifications": dispatch.call(dispatch.chain_of(
+            dispatch.task("inference.sdk", principal.scope.wire(), refs, options),
+            dispatch.task("matcher.verify_images", str(verifier_id), principal.read_scope().wire(), candidates)))}
+    finally:
+        sdk.delete_sources(principal.scope, refs)
 
 
 BLUEPRINTS = [blp]

@@ -7,6 +7,7 @@ from app import settings
 from app.matching.schemas import RAW_CANDIDATES, REFERENCES, ReferenceOutSchema, ReferenceSchema
 from app.pagination import PaginationArgs, page_of
 from app.schemas import StrictSchema
+from app.sdk.schemas import Base64Image
 from inference import descriptor_format as fmt
 
 DESCRIPTION = validate.Length(max=128)
@@ -52,8 +53,8 @@ VerifierListSchema = page_of("verifiers", VerifierSchema, "VerifierListSchema")
 
 class VerificationSchema(StrictSchema):
     references = fields.List(fields.Nested(ReferenceSchema), required=True, validate=REFERENCES,
-                             metadata={"description": "faces, attributes or descriptors (images come with "
-                                                      "the inference REST part)"})
+                             metadata={"description": "faces, events, attributes or descriptors (images: "
+                                                      "POST /verifiers/{verifier_id}/images)"})
     candidates = fields.List(fields.Nested(ReferenceSchema), required=True, validate=RAW_CANDIDATES)
 
 
@@ -67,3 +68,13 @@ class VerificationOutSchema(StrictSchema):
 class VerificationsSchema(StrictSchema):
     verifications = fields.List(fields.Nested(VerificationOutSchema),
                                 metadata={"description": "every (reference, candidate) pair, reference-major"})
+
+
+class VerifyImagesBody(StrictSchema):
+    """JSON body of ``POST /verifiers/{verifier_id}/images`` (a form gives ``candidates`` as a form
+    field holding JSON)."""
+
+    images = fields.List(fields.Nested(Base64Image), required=True, validate=validate.Length(min=1))
+    candidates = fields.List(fields.Nested(ReferenceSchema), validate=RAW_CANDIDATES,
+                             metadata={"description": "what each image is verified against (default: the other "
+                                                      "images, each pair once)"})

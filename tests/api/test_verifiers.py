@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
 
 from inference import descriptor_format as fmt
 from tests.api.faces_helpers import new_face, raw, sdk, vector
+from tests.api.sdk_fixtures import sdk_user  # noqa: F401 - a fixture
 from tests.conftest import bearer
 
 pytestmark = pytest.mark.usefixtures("celery_worker")
@@ -103,3 +105,43 @@ def test_verification_errors_and_permissions(client, account_factory):
     assert client.post(f"/verifiers/{vid}/verifications", json=body, headers=token).status_code == 200
     r = client.post(f"/verifiers/{vid}/verifications", json={"references": ref, "candidates": []}, headers=a.auth)
     assert r.status_code == 400
+
+
+def test_images_are_detected_extracted_and_verified_in_one_chain(client, sdk_user):
+    """deepface's verify(img1, img2) and CompreFace's verification: two photos, one answer."""
+    from tests.api.sdk_fixtures import FACES, files
+
+    lfw = FACES / "lfw"
+    sharon = sorted((lfw / "Ariel_Sharon").iterdir())
+    powell = sorted((lfw / "Colin_Powell").iterdir())
+    verifier = client.post("/verifiers", json={}, headers=sdk_user.auth).json["verifier_id"]
+
+    def verify(*images, **fields):
+        form = files(*images)
+        form.update({name: json.dumps(value) for name, value in fields.items()})
+        return client.post(f"/verifiers/{verifier}/images", data=form, headers=sdk_user.auth,
+                           content_type="multipart/form-data")
+
+    r = verify(sharon[0], sharon[1], powell[0])
+    assert r.status_code == 200, r.json
+    got = {(v["reference"]["id"], v["candidate"]["id"]): v for v in r.json["verifications"]}
+    assert set(got) == {(sharon[0].name, sharon[1].name), (sharon[0].name, powell[0].name),
+                        (sharon[1].name, powell[0].name)}
+    assert got[(sharon[0].name, sharon[1].name)]["status"] == "pass"
+    assert got[(sharon[0].name, powell[0].name)]["status"] == "fail"
+    assert got[(sharon[0].name, sharon[1].name)]["reference"]["type"] == "image"
+
+    # against stored candidates: a face made from the first photo's descriptor via /sdk
+    answer = client.post("/sdk", data=files(sharon[2]), query_string={"extract_descriptor": 1},
+                         headers=sdk_user.auth, content_type="multipart/form-data").json
+    attribute_id = answer["images"][0]["faces"][0]["attribute_id"]
+    r = verify(sharon[3], candidates=[{"type": "attribute", "id": attribute_id}])
+    assert r.status_code == 200, r.json
+    (only,) = r.json["verifications"]
+    assert only["candidate"] == {"type": "attribute", "id": attribute_id} and only["status"] == "pass"
+
+    noface = sorted((FACES / "noface").iterdir())[0]
+    r = verify(sharon[0], noface)
+    assert r.status_code == 400 and r.json["error_code"] == 30008 and noface.name in r.json["detail"]
+    r = verify(sharon[0])
+    assert r.status_code == 400 and "two images" in r.json["detail"]
