@@ -76,6 +76,17 @@ def downgrade(revision: str) -> None:
     command.downgrade(_alembic_config(), revision)
 
 
+@db.command("rebuild-event-stats")
+def rebuild_event_stats() -> None:
+    """Make the hourly event statistics anew from the events: after events were loaded by SQL or
+    restored from a backup (saves through the platform keep them current)."""
+    from app.db import session_scope
+    from app.events import service
+
+    with session_scope() as session:
+        click.echo(f"hourly event statistics rebuilt from {service.rebuild_hourly(session)} events")
+
+
 @main.command("create-admin")
 @click.option("--login", required=True, help="e-mail of the admin")
 @click.option("--password", default=None, help="password (asked for when omitted)")

@@ -207,10 +207,12 @@ class Platform:
         r.raise_for_status()
         self.worker: subprocess.Popen | None = None
 
+    QUEUES = "gpu"  # what the bench's worker consumes
+
     def start_worker(self, batch_max: int) -> None:
         self.stop_worker()
         cmd = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool", "threads", "--concurrency", "8",
-               "--queues", "gpu", "--hostname", f"bench-{batch_max}@%h", "--loglevel", "WARNING"]
+               "--queues", self.QUEUES, "--hostname", f"bench-{batch_max}@%h", "--loglevel", "WARNING"]
         self.worker = subprocess.Popen(cmd, cwd=ROOT, env={**self.env, "FACEGATE_INFERENCE_BATCH_MAX": str(batch_max)},
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -88,6 +88,34 @@ class EventDescriptor(AccountOwned, Base):
     descriptor: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+# What the hourly roll-up writes for an event without a handler or a source: a key column holds
+# no NULL (it would not meet itself in an upsert), and neither value can be a real one (handler
+# ids are time-ordered, a source has at most 128 characters).
+NO_HANDLER = uuid.UUID(int=0)
+NO_SOURCE = "~" * 129
+
+
+class EventStatsHourly(AccountOwned, Base):
+    """Events counted per account, hour, handler and source, with their best matches' similarity
+    summed, counted, least and greatest: what statistics over weeks and months read instead of the
+    events themselves (app.events.service.stats chooses). Written in the events' transaction."""
+
+    __tablename__ = "event_stats_hourly"
+    not_found = "event_not_found"
+    label = "event statistics"
+
+    account_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("account.account_id", ondelete="CASCADE"),
+                                                  primary_key=True)
+    create_time: Mapped[datetime] = mapped_column(primary_key=True)  # the hour's start, UTC
+    handler_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    source: Mapped[str] = mapped_column(String(129), primary_key=True)
+    events: Mapped[int] = mapped_column(Integer)
+    similarity_count: Mapped[int] = mapped_column(Integer)
+    similarity_sum: Mapped[float] = mapped_column(Float)
+    similarity_min: Mapped[float | None] = mapped_column(Float, nullable=True)
+    similarity_max: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
 class GeneralEvent(_Location, AccountOwned, Base):
     __tablename__ = "general_event"
     not_found = "event_not_found"

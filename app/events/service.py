@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Integer, cast, extract, func, insert, literal_column, select, text
+from sqlalchemy import Integer, case, cast, delete, extract, func, insert, literal_column, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.errors import APIError
-from app.events.models import Event, EventDescriptor, GeneralEvent, Outbox
+from app.events.models import NO_HANDLER, NO_SOURCE, Event, EventDescriptor, EventStatsHourly, GeneralEvent, Outbox
 from app.faces.models import time_ordered_uuid, utcnow
 from app.filters import Filterable, conditions, json_root, json_value
 from app.pagination import paginate
@@ -39,14 +40,20 @@ _SQLITE_TRUNC = {"hour": ("%Y-%m-%d %H:00:00",), "day": ("%Y-%m-%d 00:00:00",),
                  "year": ("%Y-01-01 00:00:00",)}
 
 
+def _aggregate(aggregator: str, target: Any) -> ColumnElement[Any]:
+    return func.count() if aggregator == "count" else getattr(func, aggregator)(target)
+
+
 @dataclass(frozen=True)
 class Resource:
-    """One filtered resource: its table, what its filters name, what statistics may aggregate and group."""
+    """One filtered resource: its table, what its filters name, what statistics may aggregate and
+    group, and how (``aggregate(aggregator, target column)``; the target is None for count)."""
 
     model: Any
     filters: Filterable
     targets: Mapping[str, Any] = field(default_factory=dict)
     groups: Mapping[str, Any] = field(default_factory=dict)
+    aggregate: Callable[[str, Any], ColumnElement[Any]] = _aggregate
 
 
 def _location(model: Any) -> dict[str, Any]:
@@ -81,6 +88,119 @@ GENERAL_EVENTS = Resource(
     groups={"event_type": GeneralEvent.event_type, "track_id": GeneralEvent.track_id,
             "stream_id": GeneralEvent.stream_id, **_location(GeneralEvent)},
 )
+
+
+_HOURLY = EventStatsHourly
+
+
+def _hourly_aggregate(aggregator: str, target: Any) -> ColumnElement[Any]:
+    return {"count": func.coalesce(func.sum(_HOURLY.events), 0), "min": func.min(_HOURLY.similarity_min),
+            "max": func.max(_HOURLY.similarity_max),
+            "avg": func.sum(_HOURLY.similarity_sum) / func.nullif(func.sum(_HOURLY.similarity_count), 0)}[aggregator]
+
+
+# Event statistics answered from the hourly roll-up: the same numbers as from the events, for the
+# filters, groups and buckets the roll-up keeps (see _rolled_up).
+EVENTS_HOURLY = Resource(
+    _HOURLY,
+    Filterable(any_of={"handler_ids": _HOURLY.handler_id, "sources": _HOURLY.source},
+               ranges={"create_time": _HOURLY.create_time}),
+    targets={"top_similarity": None},
+    groups={"handler_id": case((_HOURLY.handler_id == NO_HANDLER, None), else_=_HOURLY.handler_id),
+            "source": case((_HOURLY.source == NO_SOURCE, None), else_=_HOURLY.source)},
+    aggregate=_hourly_aggregate,
+)
+_HOURLY_FILTERS = frozenset({"handler_ids", "sources", "create_time__gte", "create_time__lt"})
+
+
+def _whole_hour(value: datetime) -> bool:
+    value = value.astimezone(timezone.utc)
+    return not (value.minute or value.second or value.microsecond)
+
+
+def _rolled_up(body: Mapping[str, Any]) -> bool:
+    """Whether the hourly roll-up answers an event statistics request exactly: filters on handlers,
+    sources and whole-hour time bounds only, groups by handler and source, the count or the best
+    similarity, and buckets of whole hours."""
+    given = {k: v for k, v in (body.get("filters") or {}).items() if v not in (None, "", [])}
+    return (set(given) <= _HOURLY_FILTERS
+            and all(_whole_hour(given[k]) for k in ("create_time__gte", "create_time__lt") if k in given)
+            and set(body.get("group_by") or ()) <= set(EVENTS_HOURLY.groups)
+            and (body["aggregator"] == "count" or body.get("target") == "top_similarity")
+            and not (body.get("period") or 0) % 3600)
+
+
+def _hour(value: datetime) -> datetime:
+    value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def _roll_up(session: Session, account_id: uuid.UUID, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Add events (rows of ``event``) to the hourly roll-up, in the caller's transaction."""
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    for row in rows:
+        key = (_hour(row["create_time"]), row["handler_id"] or NO_HANDLER,
+               NO_SOURCE if row["source"] is None else row["source"])
+        g = groups.setdefault(key, [0, 0, 0.0, None, None])
+        g[0] += 1
+        similarity = row["top_similarity"]
+        if similarity is not None:
+            g[1] += 1
+            g[2] += similarity
+            g[3] = similarity if g[3] is None else min(g[3], similarity)
+            g[4] = similarity if g[4] is None else max(g[4], similarity)
+    if not groups:
+        return
+    table = _HOURLY.__table__
+    dialect = postgresql if _dialect(session) == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    new, old = stmt.excluded, table.c
+
+    def least(a: Any, b: Any, smaller: bool) -> Any:  # SQL's min/max of two, NULL meaning none yet
+        return case((a.is_(None), b), (b.is_(None), a), ((b < a) if smaller else (b > a), b), else_=a)
+
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["account_id", "create_time", "handler_id", "source"],
+        set_={"events": old.events + new.events, "similarity_count": old.similarity_count + new.similarity_count,
+              "similarity_sum": old.similarity_sum + new.similarity_sum,
+              "similarity_min": least(old.similarity_min, new.similarity_min, True),
+              "similarity_max": least(old.similarity_max, new.similarity_max, False)})
+    session.execute(stmt, [{"account_id": account_id, "create_time": hour, "handler_id": handler, "source": source,
+                            "events": g[0], "similarity_count": g[1], "similarity_sum": g[2],
+                            "similarity_min": g[3], "similarity_max": g[4]}
+                           for (hour, handler, source), g in sorted(groups.items())])
+
+
+def rebuild_hourly(session: Session, chunk: int = 50_000) -> int:
+    """Make the hourly roll-up anew from the events (after events were loaded around
+    :func:`save_events`, by SQL or a restore); returns the events counted."""
+    session.execute(delete(_HOURLY))
+    if _dialect(session) == "postgresql":
+        # Keys computed in a subquery and grouped by name: PostgreSQL would not see GROUP BY
+        # expressions with bound parameters of their own as the select list's.
+        keyed = select(Event.account_id.label("account_id"),
+                       func.date_trunc("hour", Event.create_time, "UTC").label("hour"),
+                       func.coalesce(Event.handler_id, NO_HANDLER).label("handler_id"),
+                       func.coalesce(Event.source, NO_SOURCE).label("source"),
+                       Event.top_similarity.label("similarity")).subquery()
+        keys = (keyed.c.account_id, keyed.c.hour, keyed.c.handler_id, keyed.c.source)
+        session.execute(insert(_HOURLY).from_select(
+            ["account_id", "create_time", "handler_id", "source", "events", "similarity_count", "similarity_sum",
+             "similarity_min", "similarity_max"],
+            select(*keys, func.count(), func.count(keyed.c.similarity),
+                   func.coalesce(func.sum(keyed.c.similarity), 0.0), func.min(keyed.c.similarity),
+                   func.max(keyed.c.similarity)).group_by(*keys)))
+        return session.scalar(select(func.count()).select_from(Event)) or 0
+    counted = 0
+    query = select(Event.account_id, Event.create_time, Event.handler_id, Event.source, Event.top_similarity)
+    for rows in session.execute(query.execution_options(yield_per=chunk)).partitions():
+        by_account: dict[uuid.UUID, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_account.setdefault(row.account_id, []).append(row._asdict())
+        for account_id, account_rows in by_account.items():
+            _roll_up(session, account_id, account_rows)
+        counted += len(rows)
+    return counted
 
 
 def _dialect(session: Session) -> str:
@@ -136,6 +256,7 @@ def save_events(session: Session, scope: Scope, events: Sequence[Mapping[str, An
     if rows:
         # Core inserts of plain rows: one statement for the batch, and the rows are never updated.
         session.execute(insert(Event.__table__), rows)
+        _roll_up(session, owner, rows)
         record_outbox(session, "event", owner, [r["event_id"] for r in rows], notices)
     return [r["event_id"] for r in rows]
 
@@ -266,15 +387,16 @@ def stats(session: Session, resource: Resource, scope: Scope, body: Mapping[str,
     """``aggregator`` over ``target`` for the filtered rows, per ``group_by`` value and time bucket.
 
     At most :data:`MAX_GROUPS` groups come back, in group order; NULLs form a group of their own,
-    last on both databases.
+    last on both databases. Event statistics the hourly roll-up can answer exactly (``_rolled_up``:
+    weeks of a handler's counts and similarities, say) read it instead of the events.
     """
     dialect = _dialect(session)
+    if resource is EVENTS and _rolled_up(body):
+        resource = EVENTS_HOURLY
     aggregator = body["aggregator"]
-    if aggregator == "count":
-        value: Any = func.count()
-    else:
-        target = _column_or_path(resource, resource.targets, body["target"], "target", "numeric", dialect)
-        value = getattr(func, aggregator)(target)
+    target = None if aggregator == "count" else _column_or_path(resource, resource.targets, body["target"],
+                                                                 "target", "numeric", dialect)
+    value = resource.aggregate(aggregator, target)
     keys = [(name, _column_or_path(resource, resource.groups, name, "group_by", "string", dialect))
             for name in body.get("group_by") or ()]
     if body.get("frequency") or body.get("period"):

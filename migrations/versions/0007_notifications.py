@@ -1,5 +1,5 @@
 """notifications: what the outbox carries for callbacks, the relay's cursor, webhook deliveries;
-events' descriptors (matching by and against events)
+events' descriptors (matching by and against events); hourly event statistics
 
 Revision ID: 0007_notifications
 Revises: 0006_events
@@ -52,9 +52,23 @@ def upgrade() -> None:
         sa.Column("descriptor", sa.LargeBinary(), nullable=False),
     )
     op.create_index("ix_event_descriptor_account", "event_descriptor", ["account_id", "version"])
+    op.create_table(
+        "event_stats_hourly",
+        sa.Column("account_id", sa.Uuid(), sa.ForeignKey("account.account_id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("create_time", sa.DateTime(timezone=True), primary_key=True),
+        sa.Column("handler_id", sa.Uuid(), primary_key=True),
+        sa.Column("source", sa.String(129), primary_key=True),
+        sa.Column("events", sa.Integer(), nullable=False),
+        sa.Column("similarity_count", sa.Integer(), nullable=False),
+        sa.Column("similarity_sum", sa.Float(), nullable=False),
+        sa.Column("similarity_min", sa.Float(), nullable=True),
+        sa.Column("similarity_max", sa.Float(), nullable=True),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("event_stats_hourly")
     op.drop_table("event_descriptor")
     op.drop_table("callback_delivery")
     op.drop_table("relay_cursor")
