@@ -24,7 +24,7 @@ from app.events.models import NO_HANDLER, NO_SOURCE, Event, EventDescriptor, Eve
 from app.faces.models import time_ordered_uuid, utcnow
 from app.filters import Filterable, conditions, json_root, json_value
 from app.pagination import paginate
-from app.scope import Scope, scoped
+from app.scope import ALL_ACCOUNTS, Scope, scoped
 
 GENERAL_EVENT_MAX_BYTES = 2 * 1024 * 1024
 MAX_GROUPS = 1000
@@ -172,13 +172,13 @@ def _roll_up(session: Session, account_id: uuid.UUID, rows: Sequence[Mapping[str
 
 
 def rebuild_hourly(session: Session, chunk: int = 50_000) -> int:
-    """Make the hourly roll-up anew from the events (after events were loaded around
+    """Make the hourly roll-up anew from every account's events (after events were loaded around
     :func:`save_events`, by SQL or a restore); returns the events counted."""
     session.execute(delete(_HOURLY))
     if _dialect(session) == "postgresql":
         # Keys computed in a subquery and grouped by name: PostgreSQL would not see GROUP BY
         # expressions with bound parameters of their own as the select list's.
-        keyed = select(Event.account_id.label("account_id"),
+        keyed = scoped(Event, ALL_ACCOUNTS, Event.account_id.label("account_id"),
                        func.date_trunc("hour", Event.create_time, "UTC").label("hour"),
                        func.coalesce(Event.handler_id, NO_HANDLER).label("handler_id"),
                        func.coalesce(Event.source, NO_SOURCE).label("source"),
@@ -192,7 +192,8 @@ def rebuild_hourly(session: Session, chunk: int = 50_000) -> int:
                    func.max(keyed.c.similarity)).group_by(*keys)))
         return session.scalar(select(func.count()).select_from(Event)) or 0
     counted = 0
-    query = select(Event.account_id, Event.create_time, Event.handler_id, Event.source, Event.top_similarity)
+    query = scoped(Event, ALL_ACCOUNTS, Event.account_id, Event.create_time, Event.handler_id, Event.source,
+                   Event.top_similarity)
     for rows in session.execute(query.execution_options(yield_per=chunk)).partitions():
         by_account: dict[uuid.UUID, list[dict[str, Any]]] = {}
         for row in rows:

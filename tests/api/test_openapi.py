@@ -53,6 +53,8 @@ UNSTATABLE = [
     # No text takes a NUL character (PostgreSQL's text cannot hold one); the document would have
     # to say so of every string.
     (10005, "NUL character"),
+    # Verifying images needs candidates or a second image: a rule between the body and its files.
+    (10005, "at least two images to compare"),
 ]
 
 # Operations only an operator may call (admin, or advanced_user for buckets): a user's credentials
