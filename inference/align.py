@@ -57,10 +57,15 @@ class ChipGeometry:
     size: int
 
 
+def chip_landmarks(size: int = FACE_CHIP_SIZE, padding: float = FACE_CHIP_PADDING) -> np.ndarray:
+    """(5, 2): where the 5 landmarks lie on an aligned chip, the places the warp maps them to."""
+    return (padding + TEMPLATE5) / (2 * padding + 1) * size
+
+
 def chip_geometry(points5: np.ndarray, size: int = FACE_CHIP_SIZE, padding: float = FACE_CHIP_PADDING) -> ChipGeometry:
     """Where dlib cuts the face chip for these 5 landmarks (source pixels)."""
     points = np.asarray(points5, dtype=np.float64).reshape(5, 2)
-    template = (padding + TEMPLATE5) / (2 * padding + 1) * size
+    template = chip_landmarks(size, padding)
     m = similarity_matrices(template, points[None])[0]
     t = points.mean(axis=0) - m @ template.mean(axis=0)
     a, b = m[0, 0], m[1, 0]  # the transform applied to (1, 0)
@@ -162,6 +167,14 @@ def extract_chip(image: np.ndarray, geometry: ChipGeometry) -> np.ndarray:
     steps = np.arange(size, dtype=np.float64) / (size - 1)
     points = tl + steps[None, :, None] * (tr - tl) + steps[:, None, None] * (bl - tl)
     return _bilinear(source, points[..., 0], points[..., 1])
+
+
+def resize_chip(chip: np.ndarray, size: int = FACE_CHIP_SIZE) -> np.ndarray:
+    """An aligned square chip of another size (a face sample saved from elsewhere) at ``size``."""
+    height, width = chip.shape[:2]
+    if (height, width) == (size, size):
+        return chip
+    return extract_chip(chip, ChipGeometry((0.0, 0.0, width - 1.0, height - 1.0), 0.0, size))
 
 
 def face_chip(image: np.ndarray, points5: np.ndarray, size: int = FACE_CHIP_SIZE, padding: float = FACE_CHIP_PADDING) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Each request names options (``detect_face``, ``estimate_head_pose``, ``extract_descriptor``...).
 :func:`analyze` runs detection once over every image that wants faces (boxes, 5 landmarks, aligned
-chips), then each :class:`FaceEstimation` once over every face whose request asked for it, and the
+chips; an image with the option ``sample`` is a stored face sample, one aligned face), then each :class:`FaceEstimation` once over every face whose request asked for it, and the
 body detector over the images that want bodies. Per-face estimations share one protocol: the
 request option that asks for it, the registry entries it needs, and ``estimate`` over a batch of
 faces; adding one is one class in :data:`FACE_ESTIMATIONS`.
@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from inference import descriptor_format, pipeline, registry
+from inference import align, descriptor_format, pipeline, registry
 from inference.types import Detection
 
 
@@ -195,19 +195,15 @@ def analyze(items: list[tuple[np.ndarray, dict[str, Any]]]) -> list[Analysis]:
     everyone = list(range(len(items)))
     face_images = wanting("detect_face", everyone)
     if face_images:
-        images = [items[i][0] for i in face_images]
-        detections = pipeline.detect(images)
-        points = pipeline.landmarks5(images, detections)
-        chips = pipeline.warp(images, points)
         faces: dict[int, list[Face]] = {}
-        for i, dets, pts, chs in zip(face_images, detections, points, chips):
+        for i, (image, dets, pts, chs) in zip(face_images, _located([items[i] for i in face_images])):
             out[i].chips = list(chs)
             out[i].faces = [{"detection": rect(d), "landmarks5": plain(p)} for d, p in zip(dets, pts)]
-            faces[i] = [Face(items[i][0], d, p, c) for d, p, c in zip(dets, pts, chs)]
+            faces[i] = [Face(image, d, p, c) for d, p, c in zip(dets, pts, chs)]
         with_faces = [i for i in face_images if faces[i]]
         _extract(items, out, wanting("extract_descriptor", with_faces))
         _estimate(items, out, faces, with_faces)
-    body_images = wanting("detect_body", everyone)
+    body_images = [i for i in wanting("detect_body", everyone) if not items[i][1].get("sample")]
     if body_images:
         from inference.models.body_detector import body_warp
 
@@ -216,6 +212,27 @@ def analyze(items: list[tuple[np.ndarray, dict[str, Any]]]) -> list[Analysis]:
             out[i].bodies = [rect(d) for d in dets]
             if items[i][1].get("body_warp"):
                 out[i].body_chips = [body_warp(items[i][0], d.box) for d in dets]
+    return out
+
+
+def _located(items: list[tuple[np.ndarray, dict[str, Any]]]) -> list[tuple[np.ndarray, list[Detection], np.ndarray,
+                                                                         np.ndarray]]:
+    """(image, detections, 5 landmarks, aligned chips) of each image. The models find the faces of a
+    photo; an image that is a stored face sample (option ``sample``) is one face already aligned:
+    its landmarks are where the warp puts them, its chip is itself (brought to the chip's size)."""
+    photos = [image for image, options in items if not options.get("sample")]
+    detections = pipeline.detect(photos)
+    points = pipeline.landmarks5(photos, detections)
+    found = iter(zip(photos, detections, points, pipeline.warp(photos, points)))
+    out = []
+    for image, options in items:
+        if not options.get("sample"):
+            out.append(next(found))
+            continue
+        chip = align.resize_chip(image)
+        size = float(chip.shape[0])
+        out.append((chip, [Detection((0.0, 0.0, size, size), 1.0)], align.chip_landmarks(chip.shape[0])[None],
+                    chip[None]))
     return out
 
 

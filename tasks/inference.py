@@ -200,7 +200,8 @@ def handler_detect(self: Any, scope: str, refs: list[dict[str, str]], policies: 
         analysis.require(options)
         owner = Scope.from_wire(scope)
         with sdk.load_images(owner, refs) as loaded:
-            found = batcher.run(_analyze_batch, [(image, options) for _, image in loaded])
+            found = batcher.run(_analyze_batch, [(image, {**options, "sample": ref.get("sample", False)})
+                                                 for ref, (_, image) in zip(refs, loaded)])
             sizes = [image.shape[:2] for _, image in loaded]
         return processing.detect(self.request.id, owner, refs, policies, aggregate, sizes, found)
 

@@ -89,6 +89,7 @@ def generate(scope: Scope, handler_id: uuid.UUID, images: list[sdk.SourceImage],
     request = {**_jsonable(body), "images": [{**_jsonable(fields), "filename": image.name}
                                              for fields, image in zip(per_image, images)],
                "time": datetime.now(timezone.utc).isoformat()}
+    sdk.load_samples(scope, images)
     refs = sdk.store_sources(scope, images)
     wire = scope.wire()
     steps = [dispatch.task(DETECT_TASK, wire, refs, policies, bool(request.get("aggregate_attributes")))]

@@ -275,7 +275,21 @@ class ImageFieldsSchema(StrictSchema):
 
 
 class EventImageSchema(Base64Image, ImageFieldsSchema):
-    """One image of a JSON request: base64 or URL, with its own fields."""
+    """One image of a JSON request: base64, URL or a stored face sample, with its own fields."""
+
+    SOURCES = ("image", "url", "sample_id")
+
+    sample_id = fields.UUID(metadata={"description": "a face sample of the account (GET /samples/faces/{id}): "
+                                                     "one aligned face, not detected again"})
+
+    @validates_schema
+    def _one_source(self, data: dict[str, Any], **_: Any) -> None:
+        if sum(name in data for name in self.SOURCES) != 1:
+            raise ValidationError("give exactly one of image (base64), url or sample_id", "image")
+
+    @classmethod
+    def openapi_rules(cls) -> dict[str, Any]:
+        return {"oneOf": [{"required": [name]} for name in cls.SOURCES]}
 
 
 class HandlerEventsBody(StrictSchema):

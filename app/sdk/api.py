@@ -70,10 +70,13 @@ def request_images(schema: type[StrictSchema] = ImagesBody) -> tuple[list[servic
         images, per_image = [], []
         for n, entry in enumerate(body.pop("images")):
             name = entry.get("filename") or f"#{n}"
-            data = (service.decode_base64_image(entry["image"], name) if "image" in entry
-                    else service.fetch_url(entry["url"], name))
-            images.append(service.SourceImage(name, data))
-            per_image.append({k: v for k, v in entry.items() if k not in ("image", "url")})
+            if "sample_id" in entry:  # read by the caller, who knows whose samples may be read
+                images.append(service.SourceImage(name, b"", sample_id=str(entry["sample_id"])))
+            else:
+                data = (service.decode_base64_image(entry["image"], name) if "image" in entry
+                        else service.fetch_url(entry["url"], name))
+                images.append(service.SourceImage(name, data))
+            per_image.append({k: v for k, v in entry.items() if k not in ("image", "url", "sample_id")})
         return images, {**body, "images": per_image}
     if mimetype in IMAGE_TYPES or mimetype == "application/octet-stream":
         return [service.SourceImage("image", request.get_data(), mimetype)], {}

@@ -48,11 +48,21 @@ _URL_CHUNK = 64 * 1024
 
 @dataclass
 class SourceImage:
-    """One image of a request: its bytes and the name errors and answers use."""
+    """One image of a request: its bytes and the name errors and answers use; or a stored face
+    sample (``sample_id``; its bytes are read with the caller's scope by :func:`load_samples`)."""
 
     name: str
     data: bytes
     content_type: str = "application/octet-stream"
+    sample_id: str | None = None
+
+
+def load_samples(scope: Scope, images: list[SourceImage]) -> None:
+    """Read the face samples among ``images`` from the image store (404 for one the scope does not have)."""
+    for image in images:
+        if image.sample_id is not None:
+            image.data = image_store.load_sample("face", scope, image.sample_id)
+            image.content_type = "image/jpeg"
 
 
 # ---- API side -------------------------------------------------------------------------------
@@ -123,7 +133,7 @@ def store_sources(scope: Scope, images: list[SourceImage]) -> list[dict[str, str
     refs = []
     for image in images:
         obj = image_store.put(SOURCE, scope, image.data, image.content_type, ttl=SOURCE_TTL_DAYS)
-        refs.append({"image_id": obj.id, "filename": image.name})
+        refs.append({"image_id": obj.id, "filename": image.name, **({"sample": True} if image.sample_id else {})})
     return refs
 
 

@@ -369,3 +369,27 @@ def test_events_as_matching_candidates_and_references(client, sdk_user, account)
     r = client.post("/matcher/faces", headers={"Authorization": f"Bearer {token}"}, json={
         "references": [{"type": "face", "id": face_id}], "candidates": {"source": "events"}})
     assert r.status_code == 403
+
+
+def test_stored_face_samples_are_images_too(client, sdk_user, account):
+    """A sample (an aligned face stored by /detector or a handler) is one face, not detected again:
+    extracted, matched and stored like a photo's face."""
+    list_id, face_id = _enrolled(client, sdk_user)
+    detected = client.post("/detector", data=files(SHARON[2]), headers=sdk_user.auth,
+                           content_type="multipart/form-data").json
+    sample_id = detected["images"][0]["faces"][0]["sample_id"]
+    handler = _handler(client, sdk_user, extract_policy={"extract_face_descriptor": True},
+                       match_policy=[{"label": "staff", "candidates": {"list_id": list_id}}])
+    r = client.post(f"/handlers/{handler}/events", json={"images": [{"sample_id": sample_id, "filename": "s"}]},
+                    headers=sdk_user.auth)
+    assert r.status_code == 201, r.json
+    (event,) = r.json["events"]
+    (face,) = event["detections"]
+    assert face["detection"]["rect"] == {"x": 0.0, "y": 0.0, "width": 150.0, "height": 150.0}
+    assert event["top_candidate_id"] == face_id and event["top_similarity"] > 0.8
+    r = client.post(f"/handlers/{handler}/events", json={"images": [{"sample_id": sample_id}]},
+                    headers=account.auth)
+    assert r.status_code == 404  # another account's handler; its own handler cannot read the sample either
+    own = _handler(client, account)
+    r = client.post(f"/handlers/{own}/events", json={"images": [{"sample_id": sample_id}]}, headers=account.auth)
+    assert r.status_code == 404 and r.json["error_code"] == 23002
