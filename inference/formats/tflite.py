@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import tflite
 import torch
 import torch.nn.functional as F
-import tflite
 from tflite.BuiltinOperator import BuiltinOperator
 from tflite.BuiltinOptions import BuiltinOptions
 from tflite.TensorType import TensorType
