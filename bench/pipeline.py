@@ -222,13 +222,13 @@ class Platform:
 
     def stop_worker(self) -> None:
         if self.worker is not None:
-            _stop(self.worker)
+            stop_process(self.worker)
             self.worker = None
 
     def stop(self) -> None:
         self.stop_worker()
         for proc in reversed(self.procs):
-            _stop(proc)
+            stop_process(proc)
 
     def sdk(self, session: requests.Session, data: bytes, **query: Any) -> float:
         start = time.perf_counter()
@@ -262,7 +262,7 @@ class Platform:
         return state["recent_batches"], state["recent_batches"] * (state["recent_mean_images"] or 0.0)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
         proc.wait(30)
