@@ -119,7 +119,9 @@ enable_utc = True
 beat_schedule: dict = {
     # Expired objects on local disk; the task's lock keeps it to one worker however many run.
     "storage-cleanup": {"task": "storage.cleanup", "schedule": crontab(hour=1, minute=0)},
-    # Outbox rows a save's kick missed, and webhook retries whose task was lost (app.notifications).
-    "notifications-relay": {"task": "notifications.relay", "schedule": 5.0, "options": {"expires": 5.0}},
+    # Outbox rows whose kick was lost with its worker, and webhook retries whose task was lost
+    # (app.notifications). Saves kick the relay themselves, so this is a safety net: every 30 s
+    # keeps a lost kick's delay short without three log lines a few seconds apart.
+    "notifications-relay": {"task": "notifications.relay", "schedule": 30.0, "options": {"expires": 30.0}},
 }
 beat_schedule_filename = str(Path(_s.data_dir) / "celerybeat-schedule")

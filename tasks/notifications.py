@@ -9,7 +9,7 @@ from tasks import celery
 
 @celery.task(name="notifications.relay", acks_late=True)
 def relay() -> dict[str, Any]:
-    """Kicked by each save that has callbacks, and by beat every few seconds: pass on new outbox rows
+    """Kicked by each save that has callbacks, and by beat every 30 s: pass on new outbox rows
     and send the webhooks that are due."""
     passed, due = service.relay()
     for delivery_id in due:

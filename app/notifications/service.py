@@ -5,7 +5,7 @@ The relay (:func:`relay`, the ``notifications.relay`` task) reads the outbox aft
 :func:`channel` when a ``luna-ws-notification`` callback is among them, and writes one
 :class:`CallbackDelivery` per ``http`` callback; the cursor moves in the same transaction as those
 rows. One relay runs at a time (a Redis lock); the save step kicks it after each commit and beat
-runs it every few seconds for what a kick missed.
+runs it every 30 s for what a kick missed.
 
 * Never lost: a row is passed only when the transaction that moved the cursor past it committed;
   a relay that dies before that runs the row again.
