@@ -28,6 +28,9 @@ class SubscriptionArgs(StrictSchema):
     similarity__gte = fields.Float(validate=validate.Range(0, 1), metadata={"description": "best match at least"})
     similarity__lte = fields.Float(validate=validate.Range(0, 1), metadata={"description": "best match at most"})
     account_id = fields.UUID(metadata={"description": "advanced users: another account's events"})
+    since_seq = fields.Integer(validate=validate.Range(min=0),
+                               metadata={"description": "the last seq received before a reconnect: the events "
+                                                        "after it come first, then the live ones"})
 
 
 class DeliveryCountsSchema(StrictSchema):
@@ -58,8 +61,9 @@ _handshake = _Capture()
 @require("event", "view")
 def subscribe(args: dict[str, Any]) -> Any:
     """Events of handlers whose callbacks include `luna-ws-notification`, as they are made, over a
-    websocket; the query filters which. A subscriber that falls `ws_queue_max` events behind is
-    closed (code 1008) so it cannot stall the others."""
+    websocket; the query filters which. A subscriber that reconnects with `since_seq` (the last
+    `seq` it got) first receives what it missed. A subscriber that falls `ws_queue_max` events
+    behind is closed (code 1008) so it cannot stall the others."""
     principal = current_principal()
     subscriber = service.Subscriber(principal.read_scope(args.get("account_id")), args)
     return _handshake.view(subscriber)
@@ -67,13 +71,21 @@ def subscribe(args: dict[str, Any]) -> Any:
 
 @Sock().route("/ws", bp=_handshake)
 def _serve(ws: Any, subscriber: service.Subscriber) -> None:
-    service.hub.subscribe(subscriber)
+    service.hub.subscribe(subscriber)  # first, so nothing falls between the replay and the live events
+    sent = subscriber.filters.get("since_seq")
     try:
+        if sent is not None:
+            for seq, text in service.missed(subscriber, sent):
+                ws.send(text)
+                sent = seq
         while ws.connected and not subscriber.too_slow:
             try:
-                ws.send(subscriber.queue.get(timeout=POLL_S))
+                seq, text = subscriber.queue.get(timeout=POLL_S)
             except queue.Empty:
                 continue
+            if sent is None or seq > sent:  # what the replay sent already comes live once more
+                ws.send(text)
+                sent = seq
         if subscriber.too_slow:
             ws.close(reason=1008, message="too slow: fell ws_queue_max events behind")
     finally:

@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -251,11 +251,35 @@ class Subscriber:
             return False
         return "similarity__lte" not in f or (similarity is not None and similarity <= f["similarity__lte"])
 
-    def offer(self, text: str) -> None:
+    def offer(self, seq: int, text: str) -> None:
         try:
-            self.queue.put_nowait(text)
+            self.queue.put_nowait((seq, text))
         except queue.Full:
             self.too_slow = True  # its socket loop closes it; the others are not held up
+
+
+def message(seq: int, event: Any) -> str:
+    """What a websocket subscriber receives for one outbox row."""
+    return json.dumps({"seq": seq, "event": event})
+
+
+def missed(subscriber: Subscriber, after: int, page: int = BATCH) -> Iterator[tuple[int, str]]:
+    """The websocket messages of outbox rows after ``after`` that ``subscriber`` would have got:
+    what a subscriber that reconnects with the last ``seq`` it saw asks for, read from the outbox
+    (the events' own record), so nothing published while it was away is lost to it."""
+    while True:
+        with session_scope() as session:
+            query = select(Outbox.seq, Outbox.account_id, Outbox.payload, Outbox.callbacks).where(
+                Outbox.seq > after, Outbox.callbacks.isnot(None)).order_by(Outbox.seq).limit(page)
+            if not subscriber.scope.all_accounts:
+                query = query.where(Outbox.account_id == subscriber.scope.account_id)
+            rows = session.execute(query).all()
+        for seq, account_id, payload, callbacks in rows:
+            if any(c["type"] == WS for c in callbacks) and subscriber.wants(str(account_id), payload or {}):
+                yield seq, message(seq, payload)
+        if len(rows) < page:
+            return
+        after = rows[-1].seq
 
 
 class Hub:
@@ -281,17 +305,18 @@ class Hub:
             self._subscribers.discard(subscriber)
 
     def dispatch(self, data: bytes | str) -> None:
-        message = json.loads(data)
-        if message["seq"] <= self.last_seq:
+        published = json.loads(data)
+        seq = published["seq"]
+        if seq <= self.last_seq:
             return  # a relay that restarted published it again
-        self.last_seq = message["seq"]
-        event = message["event"] or {}
-        text = json.dumps({"seq": message["seq"], "event": event})
+        self.last_seq = seq
+        event = published["event"] or {}
+        text = message(seq, event)
         with self._lock:
             subscribers = list(self._subscribers)
         for subscriber in subscribers:
-            if subscriber.wants(message["account_id"], event):
-                subscriber.offer(text)
+            if subscriber.wants(published["account_id"], event):
+                subscriber.offer(seq, text)
 
     def _run(self) -> None:
         pause = 0.5

@@ -308,26 +308,25 @@ def test_a_slow_subscriber_does_not_hold_up_the_others(sdk_user, settings_overri
         hub._subscribers.add(s)
     for seq in range(1, 6):
         hub.dispatch(json.dumps({"seq": seq, "account_id": account, "event": {"event_id": str(seq)}}))
-        assert json.loads(fast.queue.get_nowait())["seq"] == seq  # the fast one drains as it goes
+        got, text = fast.queue.get_nowait()  # the fast one drains as it goes
+        assert got == json.loads(text)["seq"] == seq
     hub.dispatch(json.dumps({"seq": 3, "account_id": account, "event": {}}))  # a relay's repeat: dropped
     assert fast.queue.empty()
     assert slow.too_slow and slow.queue.qsize() == 2
     assert stranger.queue.empty() and not stranger.too_slow
 
 
-def test_every_api_process_gets_each_event(sdk_user):
-    """Two hubs (as in two API processes) on the Redis channel both pass an event on."""
+def test_every_api_process_gets_each_event(client, sdk_user):
+    """Two hubs (as in two API processes) on the Redis channel both pass a real event on."""
     account = str(sdk_user.account_id)
+    handler = _handler(client, sdk_user, callbacks=[{"type": "luna-ws-notification"}])
     hubs = [notifications.Hub(), notifications.Hub()]
-    subscribers = [notifications.Subscriber(Scope.of(account), {"tags": ["t"]}) for _ in hubs]
+    subscribers = [notifications.Subscriber(Scope.of(account), {"handler_ids": [handler]}) for _ in hubs]
     for hub, subscriber in zip(hubs, subscribers):
         hub.subscribe(subscriber)
-    from app.db import redis_client
-
-    redis_client().publish(notifications.channel(), json.dumps(
-        {"seq": 10**9, "account_id": account, "event": {"event_id": "e", "tags": ["t"]}}))
+    event_id = _events(client, sdk_user, handler, SHARON[6]).json["events"][0]["event_id"]
     for subscriber in subscribers:
-        assert json.loads(subscriber.queue.get(timeout=10))["event"]["event_id"] == "e"
+        assert json.loads(subscriber.queue.get(timeout=20)[1])["event"]["event_id"] == event_id
 
 
 def test_events_as_matching_candidates_and_references(client, sdk_user, account):
@@ -393,3 +392,22 @@ def test_stored_face_samples_are_images_too(client, sdk_user, account):
     own = _handler(client, account)
     r = client.post(f"/handlers/{own}/events", json={"images": [{"sample_id": sample_id}]}, headers=account.auth)
     assert r.status_code == 404 and r.json["error_code"] == 23002
+
+
+def test_a_reconnecting_subscriber_gets_what_it_missed(client, sdk_user, served):
+    """Events published while nobody listened come first to a subscriber that gives the last seq it
+    saw, read from the outbox; then the live ones, none twice."""
+    handler = _handler(client, sdk_user, callbacks=[{"type": "luna-ws-notification"}])
+    with session_scope() as session:
+        head = session.scalar(select(func.max(Outbox.seq))) or 0
+    missed = [_events(client, sdk_user, handler, image).json["events"][0]["event_id"] for image in SHARON[3:5]]
+    ws = simple_websocket.Client(f"ws://{served}/ws?handler_ids={handler}&since_seq={head}", headers=sdk_user.auth)
+    try:
+        replayed = [json.loads(ws.receive(timeout=20)) for _ in missed]
+        assert [m["event"]["event_id"] for m in replayed] == missed
+        assert replayed[0]["seq"] < replayed[1]["seq"]
+        live = _events(client, sdk_user, handler, SHARON[5]).json["events"][0]["event_id"]
+        assert json.loads(ws.receive(timeout=20))["event"]["event_id"] == live
+        assert ws.receive(timeout=2) is None
+    finally:
+        ws.close()
