@@ -15,9 +15,11 @@ from functools import lru_cache
 from typing import Any, Iterator
 
 import redis
-from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy import DateTime, Engine, Table, create_engine, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator
 
 from app import settings
@@ -119,6 +121,17 @@ def engine() -> Engine:
 def session_factory() -> sessionmaker[Session]:
     engine()
     return _factories[settings.current().effective_database_url]
+
+
+def dialect_of(session: Session) -> str:
+    """The session's database: ``postgresql`` or ``sqlite``."""
+    return session.get_bind().dialect.name
+
+
+def conflict_insert(session: Session, table: Table) -> Insert:
+    """An INSERT into ``table`` that takes ``on_conflict_do_nothing``/``_do_update``, in the
+    session's database's own dialect (PostgreSQL and SQLite spell them alike)."""
+    return (postgresql if dialect_of(session) == "postgresql" else sqlite).insert(table)
 
 
 @contextmanager

@@ -174,16 +174,24 @@ def _iso_batch(items: list[Any]) -> list[Any]:
     return [analysis.iso_report(image_format, image, thresholds) for image_format, image, thresholds in items]
 
 
+def _analyzed(owner: Scope, refs: list[dict[str, Any]],
+              options: dict[str, Any]) -> tuple[list[tuple[int, int]], list[analysis.Analysis]]:
+    """(height, width) and what the models found of each stored image of a request, in the batcher
+    with other requests' images; a ref marked ``sample`` is a stored face sample, one aligned face."""
+    analysis.require(options)
+    with sdk.load_images(owner, refs) as loaded:  # the decode budget holds until the models are done
+        found = batcher.run(_analyze_batch, [(image, {**options, "sample": ref.get("sample", False)})
+                                             for ref, (_, image) in zip(refs, loaded)])
+        return [image.shape[:2] for _, image in loaded], found
+
+
 @celery.task(name="inference.sdk", acks_late=True, bind=True)
 @reported
 def sdk_task(self: Any, scope: str, refs: list[dict[str, str]], options: dict[str, Any]) -> dict[str, Any]:
     """Detect, estimate, warp and extract for one /sdk or /detector request."""
     def work() -> dict[str, Any]:
-        analysis.require(options)
         owner = Scope.from_wire(scope)
-        with sdk.load_images(owner, refs) as loaded:  # the decode budget holds until the models are done
-            found = batcher.run(_analyze_batch, [(image, options) for _, image in loaded])
-            sizes = [image.shape[:2] for _, image in loaded]
+        sizes, found = _analyzed(owner, refs, options)
         return sdk.finish(self.request.id, owner, refs, sizes, found, options)
 
     return _inference(work)
@@ -197,12 +205,8 @@ def handler_detect(self: Any, scope: str, refs: list[dict[str, str]], policies: 
     options = processing.detect_options(policies)
 
     def work() -> dict[str, Any]:
-        analysis.require(options)
         owner = Scope.from_wire(scope)
-        with sdk.load_images(owner, refs) as loaded:
-            found = batcher.run(_analyze_batch, [(image, {**options, "sample": ref.get("sample", False)})
-                                                 for ref, (_, image) in zip(refs, loaded)])
-            sizes = [image.shape[:2] for _, image in loaded]
+        sizes, found = _analyzed(owner, refs, options)
         return processing.detect(self.request.id, owner, refs, policies, aggregate, sizes, found)
 
     return _inference(work)

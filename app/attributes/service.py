@@ -131,6 +131,12 @@ def _ttl(ttl: int | None) -> int:
     return ttl
 
 
+def stored_basic(basic: Mapping[str, Any]) -> dict[str, float]:
+    """Estimated basic attributes (their JSON form, ``analysis.basic_json``) as temporary attributes
+    and faces keep them: the age, and the gender as P(male) like external data gives it."""
+    return {"age": float(basic["age"]), "gender": float(basic["gender_score"])}
+
+
 def check_samples(scope: Scope, sample_ids: Iterable[uuid.UUID]) -> None:
     """Sample ids a client names must be face samples its scope can read: a face or attribute that
     points at another account's sample would hand that image to whoever reads the face."""

@@ -15,10 +15,10 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Integer, case, cast, delete, extract, func, insert, literal_column, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.db import conflict_insert, dialect_of
 from app.errors import APIError
 from app.events.models import NO_HANDLER, NO_SOURCE, Event, EventDescriptor, EventStatsHourly, GeneralEvent, Outbox
 from app.faces.models import time_ordered_uuid, utcnow
@@ -152,8 +152,7 @@ def _roll_up(session: Session, account_id: uuid.UUID, rows: Sequence[Mapping[str
     if not groups:
         return
     table = _HOURLY.__table__
-    dialect = postgresql if _dialect(session) == "postgresql" else sqlite
-    stmt = dialect.insert(table)
+    stmt = conflict_insert(session, table)
     new, old = stmt.excluded, table.c
 
     def least(a: Any, b: Any, smaller: bool) -> Any:  # SQL's min/max of two, NULL meaning none yet
@@ -175,7 +174,7 @@ def rebuild_hourly(session: Session, chunk: int = 50_000) -> int:
     """Make the hourly roll-up anew from every account's events (after events were loaded around
     :func:`save_events`, by SQL or a restore); returns the events counted."""
     session.execute(delete(_HOURLY))
-    if _dialect(session) == "postgresql":
+    if dialect_of(session) == "postgresql":
         # Keys computed in a subquery and grouped by name: PostgreSQL would not see GROUP BY
         # expressions with bound parameters of their own as the select list's.
         keyed = scoped(Event, ALL_ACCOUNTS, Event.account_id.label("account_id"),
@@ -204,10 +203,6 @@ def rebuild_hourly(session: Session, chunk: int = 50_000) -> int:
     return counted
 
 
-def _dialect(session: Session) -> str:
-    return session.get_bind().dialect.name
-
-
 Notice = tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]  # (the event as sent, its callbacks)
 
 
@@ -222,7 +217,7 @@ def record_outbox(session: Session, kind: str, account_id: uuid.UUID, event_ids:
     """
     if not event_ids:
         return
-    if _dialect(session) == "postgresql":
+    if dialect_of(session) == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _OUTBOX_LOCK})
     now = utcnow()
     given = notices or [(None, ())] * len(event_ids)
@@ -319,7 +314,7 @@ def general_event_view(e: GeneralEvent) -> dict[str, Any]:
 def _filtered(session: Session, resource: Resource, scope: Scope, filters: Mapping[str, Any], *columns: Any) -> Any:
     model = resource.model
     return (scoped(model, scope, *columns).select_from(model.__table__)
-            .where(*conditions(resource.filters, filters, _dialect(session))))
+            .where(*conditions(resource.filters, filters, dialect_of(session))))
 
 
 def _page(session: Session, resource: Resource, scope: Scope, filters: Mapping[str, Any],
@@ -391,7 +386,7 @@ def stats(session: Session, resource: Resource, scope: Scope, body: Mapping[str,
     last on both databases. Event statistics the hourly roll-up can answer exactly (``_rolled_up``:
     weeks of a handler's counts and similarities, say) read it instead of the events.
     """
-    dialect = _dialect(session)
+    dialect = dialect_of(session)
     if resource is EVENTS and _rolled_up(body):
         resource = EVENTS_HOURLY
     aggregator = body["aggregator"]

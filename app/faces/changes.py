@@ -25,7 +25,7 @@ from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from app.accounts.models import Account
-from app.db import redis_channel, redis_client
+from app.db import dialect_of, redis_channel, redis_client
 from app.faces.models import ChangeLog, FaceDescriptor, FaceList, ListFace, utcnow
 from app.scope import Scope, scoped
 from matcher.cache import Chunk
@@ -61,7 +61,7 @@ def record(session: Session, kind: str, account_id: uuid.UUID, *, face_ids: Sequ
         raise ValueError(f"unknown change kind {kind!r}")
     if face_ids is not None and not face_ids:
         return
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
     now = utcnow()
     rows = [{"kind": kind, "account_id": account_id, "face_id": face_id, "list_id": list_id,

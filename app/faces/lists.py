@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.db import conflict_insert
 from app.faces import changes
 from app.faces.models import FaceList, ListFace
 from app.faces.service import own_faces
@@ -65,11 +65,6 @@ def delete_list(session: Session, scope: Scope, list_id: uuid.UUID) -> None:
     changes.record(session, "list_deleted", face_list.account_id, list_id=list_id)
 
 
-def _insert_ignoring_duplicates(session: Session) -> Any:
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(ListFace.__table__).on_conflict_do_nothing()
-
-
 def change_faces(session: Session, scope: Scope, list_id: uuid.UUID, action: str,
                  face_ids: Sequence[uuid.UUID]) -> int:
     """Attach or detach faces all or none; repeats are no-ops. How many links actually changed.
@@ -80,7 +75,8 @@ def change_faces(session: Session, scope: Scope, list_id: uuid.UUID, action: str
     ids = own_faces(session, Scope.of(face_list.account_id), face_ids)
     if action == "attach":
         # executemany form: the statement compiles once and is cached, whatever the batch size.
-        changed = list(session.scalars(_insert_ignoring_duplicates(session).returning(ListFace.face_id),
+        changed = list(session.scalars(conflict_insert(session, ListFace.__table__).on_conflict_do_nothing()
+                                       .returning(ListFace.face_id),
                                        [{"list_id": list_id, "face_id": f} for f in ids]))
     else:
         changed = list(session.scalars(delete(ListFace).where(ListFace.list_id == list_id, ListFace.face_id.in_(ids))

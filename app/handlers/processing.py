@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -360,21 +360,27 @@ def _event_row(event: Mapping[str, Any]) -> dict[str, Any]:
             "longitude": geo.get("longitude"), "latitude": geo.get("latitude")}
 
 
+def _event_faces(events_: list[dict[str, Any]],
+                 found: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """(event, face as the steps found it, with its descriptor; the face's detection in the event)."""
+    for event, unit in zip(events_, _units(found)):
+        yield from ((event, face, detection) for face, detection in
+                    zip(unit["faces"], [d for d in event["detections"] if d["type"] == "face"]))
+
+
 def _face_items(events_: list[dict[str, Any]], found: Mapping[str, Any], policies: Mapping[str, Any],
                 request: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The faces to create (``faces.create_faces`` items), with the lists their link filters allow."""
     links = policies["storage_policy"]["face_policy"]["link_to_lists_policy"]
     items = []
-    for event, unit in zip(events_, _units(found)):
-        for face, detection in zip(unit["faces"], [d for d in event["detections"] if d["type"] == "face"]):
-            if "face_id" not in detection:
-                continue
+    for event, face, detection in _event_faces(events_, found):
+        if "face_id" in detection:
             basic = face.get("basic_attributes")
             items.append({
                 "face_id": uuid.UUID(detection["face_id"]), "event_id": uuid.UUID(event["event_id"]),
                 "descriptors": [{"format": "raw", "descriptor": face["descriptor"],
                                  "version": face["descriptor_version"]}],
-                "basic_attributes": {"age": basic["age"], "gender": basic["gender_score"]} if basic else None,
+                "basic_attributes": attributes.stored_basic(basic) if basic else None,
                 "sample_ids": [face["sample_id"]] if "sample_id" in face else face.get("sample_ids") or [],
                 "external_id": event["external_id"], "user_data": request.get("user_data") or "",
                 "list_ids": [uuid.UUID(str(link["list_id"])) for link in links
@@ -397,15 +403,15 @@ def _store_objects(events_: list[dict[str, Any]], found: Mapping[str, Any], scop
                 for sample_id in ids:
                     image_store.set_ttl(sample_kind, scope, sample_id, ttl)
     attribute_ttl = storage["attribute_policy"].get("ttl")
-    for n, (event, unit) in enumerate(zip(events_, _units(found))):
-        for face, detection in zip(unit["faces"], [d for d in event["detections"] if d["type"] == "face"]):
-            if "attribute_id" in detection:
-                basic = face.get("basic_attributes")
-                attributes.create_attribute(
-                    scope, descriptors={face["descriptor_version"]: vector_of(face)} if "descriptor" in face else None,
-                    basic_attributes={"age": basic["age"], "gender": basic["gender_score"]} if basic else None,
-                    sample_ids=[uuid.UUID(face["sample_id"])] if "sample_id" in face else (),
-                    ttl=attribute_ttl, attribute_id=uuid.UUID(detection["attribute_id"]))
+    for _, face, detection in _event_faces(events_, found):
+        if "attribute_id" in detection:
+            basic = face.get("basic_attributes")
+            attributes.create_attribute(
+                scope, descriptors={face["descriptor_version"]: vector_of(face)} if "descriptor" in face else None,
+                basic_attributes=attributes.stored_basic(basic) if basic else None,
+                sample_ids=[uuid.UUID(face["sample_id"])] if "sample_id" in face else (),
+                ttl=attribute_ttl, attribute_id=uuid.UUID(detection["attribute_id"]))
+    for n, event in enumerate(events_):
         if event["image_origin_id"]:  # one event per image then, in the images' order
             data, _ = image_store.get(sdk.SOURCE, scope, refs[n]["image_id"])
             image_store.put(image_store.KINDS["image"], scope, data, "application/octet-stream",

@@ -27,7 +27,7 @@ import redis
 from sqlalchemy.orm import Session
 
 from app import settings
-from app.db import session_scope
+from app.db import dialect_of, session_scope
 from app.errors import describe
 from app.faces import changes
 from inference import descriptor_format as fmt
@@ -154,7 +154,7 @@ class CacheFollower:
         # The snapshot is read after the head: changes in between are replayed by the tail, which
         # is harmless (every change record has set semantics).
         with session_scope() as session:
-            if session.get_bind().dialect.name == "postgresql":
+            if dialect_of(session) == "postgresql":
                 self.cache.load(copy_snapshot(session, self.version), seq)
             else:
                 self.cache.load(changes.snapshot(session, version=self.version,

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from app import settings
 from app.attributes import service as attributes
+from app.db import dialect_of
 from app.errors import APIError
 from app.events import service as events
 from app.events.models import Event, EventDescriptor
@@ -250,7 +251,7 @@ class EventCandidates:
                queries: np.ndarray, limit: int, seq: int) -> tuple[np.ndarray, np.ndarray]:
         query = scoped(Event, scope, Event.event_id, EventDescriptor.descriptor).join(
             EventDescriptor, (EventDescriptor.event_id == Event.event_id) & (EventDescriptor.version == version))
-        query = query.where(*conditions(events.EVENTS.filters, filters, session.get_bind().dialect.name))
+        query = query.where(*conditions(events.EVENTS.filters, filters, dialect_of(session)))
         return topk_stream(queries, _chunks(session, query), limit, queries.shape[1])
 
     def describe(self, session: Session, scope: Scope, ids: Sequence[str]) -> dict[str, dict[str, Any]]:

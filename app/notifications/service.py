@@ -34,10 +34,9 @@ from typing import Any
 import redis
 import requests
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app import settings
-from app.db import redis_channel, redis_client, session_scope
+from app.db import conflict_insert, redis_channel, redis_client, session_scope
 from app.events.models import Outbox
 from app.notifications.models import DELIVERED, FAILED, PENDING, CallbackDelivery, RelayCursor
 from app.scope import Scope
@@ -88,11 +87,6 @@ def relay() -> tuple[int, list[int]]:
     return passed, due + _stale_deliveries()
 
 
-def _insert_delivery(session: Any) -> Any:
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(CallbackDelivery.__table__).on_conflict_do_nothing()
-
-
 def _relay_batch(r: redis.Redis) -> tuple[int, list[int]]:
     with session_scope() as session:
         cursor = session.get(RelayCursor, RELAY_CURSOR)
@@ -112,8 +106,9 @@ def _relay_batch(r: redis.Redis) -> tuple[int, list[int]]:
             for n, callback in enumerate(callbacks):
                 if callback["type"] != HTTP:
                     continue
-                target = {k: callback[k] for k in ("url", "method", "headers", "auth") if k in callback}
-                inserted = session.scalar(_insert_delivery(session).values(
+                target = {k: v for k, v in callback.items() if k != "type"}  # filters went at save time
+                once = conflict_insert(session, CallbackDelivery.__table__).on_conflict_do_nothing()
+                inserted = session.scalar(once.values(
                     outbox_seq=row.seq, callback=n, account_id=row.account_id, event_id=row.event_id,
                     target=target, status=PENDING, attempts=0, next_attempt_time=now, create_time=now,
                 ).returning(CallbackDelivery.delivery_id))

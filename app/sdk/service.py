@@ -112,11 +112,8 @@ def run(task_name: str, scope: Scope, images: list[SourceImage], params: dict[st
     answer is here: then they get their bucket's TTL. A caller who never got the answer leaves
     nothing behind for good.
     """
-    refs = store_sources(scope, images)
-    try:
+    with stored_sources(scope, images) as refs:
         answer = dispatch.call(dispatch.task(task_name, scope.wire(), refs, params))
-    finally:
-        delete_sources(scope, refs)
     for kind, ids in answer_samples(answer).items():
         image_store.keep(image_store.KINDS[image_store.SAMPLE_KINDS[kind]], scope, ids)
     return answer
@@ -143,6 +140,16 @@ def delete_sources(scope: Scope, refs: list[dict[str, str]]) -> None:
         image_store.delete_many(SOURCE, scope, [r["image_id"] for r in refs])
     except APIError:
         pass  # the one-day TTL removes them anyway
+
+
+@contextmanager
+def stored_sources(scope: Scope, images: list[SourceImage]) -> Iterator[list[dict[str, str]]]:
+    """:func:`store_sources` for a block that waits for the tasks reading them, deleted after it."""
+    refs = store_sources(scope, images)
+    try:
+        yield refs
+    finally:
+        delete_sources(scope, refs)
 
 
 def answer_samples(answer: dict[str, Any]) -> dict[str, list[str]]:
@@ -194,11 +201,6 @@ def derived_id(task_id: str, *parts: Any) -> uuid.UUID:
     return uuid.uuid5(uuid.UUID(task_id), "/".join(map(str, parts)))
 
 
-def _stored_basic(b: Any) -> dict[str, Any]:
-    """Basic attributes as temporary attributes keep them (gender as P(male), like external data)."""
-    return {"age": float(b.age), "gender": float(b.gender_score)}
-
-
 def finish(task_id: str, scope: Scope, refs: list[dict[str, str]], sizes: list[tuple[int, int]],
            found: list[analysis.Analysis], options: dict[str, Any]) -> dict[str, Any]:
     """Store samples and attributes, build the answer of one request.
@@ -207,7 +209,6 @@ def finish(task_id: str, scope: Scope, refs: list[dict[str, str]], sizes: list[t
     caller has the answer (:func:`run`)."""
     images = []
     for n, (ref, (height, width), a) in enumerate(zip(refs, sizes, found)):
-        basic = a.estimates.get("estimate_basic_attributes")
         for k, face in enumerate(a.faces):
             if options.get("face_warp"):
                 face["sample_id"] = image_store.save_sample("face", scope, a.chips[k],
@@ -216,9 +217,10 @@ def finish(task_id: str, scope: Scope, refs: list[dict[str, str]], sizes: list[t
                 vector, version = a.descriptors[k], options["descriptor_version"]
                 face["descriptor"] = base64.b64encode(descriptor_format.pack(vector, version)).decode()
                 face["descriptor_version"] = version
+                basic = face.get("basic_attributes")
                 record = attributes.create_attribute(
-                    scope, descriptors={version: vector}, basic_attributes=_stored_basic(basic[k]) if basic else None,
-                    sample_ids=[uuid.UUID(face["sample_id"])] if "sample_id" in face else (),
+                    scope, descriptors={version: vector},
+                    basic_attributes=attributes.stored_basic(basic) if basic else None, sample_ids=[uuid.UUID(face["sample_id"])] if "sample_id" in face else (),
                     attribute_id=derived_id(task_id, n, "attribute", k))
                 face["attribute_id"] = str(record.attribute_id)
         for k, body in enumerate(a.bodies):
@@ -252,7 +254,8 @@ def _aggregate(task_id: str, scope: Scope, found: list[analysis.Analysis], versi
         result["descriptor_version"] = version
         record = attributes.create_attribute(
             scope, descriptors={version: merged.descriptor},
-            basic_attributes=_stored_basic(merged.basic_attributes) if merged.basic_attributes else None,
+            basic_attributes=(attributes.stored_basic(result["basic_attributes"]) if merged.basic_attributes
+                              else None),
             sample_ids=[uuid.UUID(s) for s in result["sample_ids"]], attribute_id=derived_id(task_id, "aggregate"))
         result["attribute_id"] = str(record.attribute_id)
     return result

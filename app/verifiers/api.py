@@ -103,14 +103,11 @@ def verify_images(verifier_id: uuid.UUID) -> dict[str, Any]:
     principal = current_principal()
     with session_scope() as session:
         version = get_or_404(session, Verifier, verifier_id, principal.read_scope()).version
-    refs = sdk.store_sources(principal.scope, images)
     options = {"detect_face": 1, "extract_descriptor": 1, "descriptor_version": version}
-    try:
+    with sdk.stored_sources(principal.scope, images) as refs:
         return {"verifications": dispatch.call(dispatch.chain_of(
             dispatch.task("inference.sdk", principal.scope.wire(), refs, options),
             dispatch.task("matcher.verify_images", str(verifier_id), principal.read_scope().wire(), candidates)))}
-    finally:
-        sdk.delete_sources(principal.scope, refs)
 
 
 BLUEPRINTS = [blp]
