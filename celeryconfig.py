@@ -22,6 +22,7 @@ Path(_s.data_dir).mkdir(parents=True, exist_ok=True)  # beat's schedule file liv
 QUEUES = ("gpu", "cpu", "matcher")
 ROUTES = {
     "inference.*": {"queue": "gpu"},
+    "jobs.gpu_part": {"queue": "gpu"},  # parts of long tasks that run neural networks (the estimator)
     "matcher.*": {"queue": "matcher"},
     "*": {"queue": "cpu"},
 }

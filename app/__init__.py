@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 # One package per service, each with its blueprints in ``api.BLUEPRINTS``, beside the small core
 # (db, errors, auth, settings, scope, dispatch, pagination). The order is the OpenAPI tags' order.
 SERVICES = ("system", "accounts", "image_store", "attributes", "faces", "sdk", "matching", "verifiers", "handlers",
-            "events", "notifications")
+            "events", "notifications", "tasks")
 
 
 class BadUUID(BadRequest):

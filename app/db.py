@@ -55,7 +55,7 @@ class Base(DeclarativeBase):
 # The services that own tables; importing them puts every table on ``Base.metadata`` (alembic,
 # and SQLAlchemy's resolution of relationships by class name, need them all).
 MODEL_MODULES = ("app.accounts.models", "app.faces.models", "app.verifiers.models", "app.handlers.models",
-                 "app.events.models", "app.notifications.models")
+                 "app.events.models", "app.notifications.models", "app.tasks.models")
 
 
 def load_models() -> None:

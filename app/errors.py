@@ -105,6 +105,23 @@ ERRORS: dict[str, ErrorCode] = {
     "bad_filter": ErrorCode(60001, 400, "Bad filter"),
     "event_not_found": ErrorCode(60002, 404, "Event not found"),
     "event_too_large": ErrorCode(60003, 400, "Event too large"),
+    # long tasks and schedules
+    "task_not_found": ErrorCode(70001, 404, "Task not found"),
+    "task_finished": ErrorCode(70002, 409, "Task already ended"),
+    "task_result_not_found": ErrorCode(70003, 404, "Task has no result"),
+    "task_type_disabled": ErrorCode(70004, 403, "Task type disabled"),
+    "schedule_not_found": ErrorCode(70005, 404, "Schedule not found"),
+    "bad_cron": ErrorCode(70006, 400, "Bad cron expression"),
+    "not_schedulable": ErrorCode(70007, 400, "This task cannot be scheduled"),
+    "admin_only": ErrorCode(70008, 403, "Only admin accounts may do this"),
+    "source_unavailable": ErrorCode(70009, 400, "Image source unreachable"),
+    "source_auth_failed": ErrorCode(70010, 400, "Image source refused the credentials"),
+    "source_not_found": ErrorCode(70011, 400, "Image source not found"),
+    "bad_archive": ErrorCode(70012, 400, "Not a readable ZIP archive"),
+    "archive_too_large": ErrorCode(70013, 400, "Archive too large"),
+    "file_unreadable": ErrorCode(70014, 400, "File could not be read from the source"),
+    "object_without_sample": ErrorCode(70015, 400, "Object has no stored sample"),
+    "objects_not_found": ErrorCode(70016, 400, "Objects of a task not found"),
 }
 
 

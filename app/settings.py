@@ -178,6 +178,16 @@ SETTINGS: list[Setting] = [
             "URLs given in the request (off by default: it lets callers make the API send requests, "
             "SSRF, also to internal addresses)"),
     Setting("sdk_url_timeout_s", float, 5.0, "seconds allowed for fetching one image URL"),
+    # long tasks
+    Setting("clustering_threshold_default", float, 0.6, "similarity over which the clustering task joins "
+            "two objects when its request gives no threshold"),
+    Setting("archive_max_size_mb", float, 102400.0, "largest ZIP archive (packed, and each file unpacked) "
+            "the estimator task accepts, in MiB"),
+    Setting("schedule_tick_s", float, 10.0, "seconds between beat's checks for task schedules that are due"),
+    Setting("fernet_passphrase", str, "", "when set with salt: passwords and tokens in task bodies and "
+            "notification policies are encrypted at rest with a Fernet key derived from both "
+            "(`facegate tasks reencrypt` converts stored ones)", secret=True),
+    Setting("salt", str, "", "salt of the Fernet key derived from fernet_passphrase", secret=True),
     *_estimator_settings(),
 ]
 

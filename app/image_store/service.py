@@ -47,6 +47,7 @@ from app.image_store.backends.buckets import (
     IMAGE_ORIGIN,
     OBJECTS,
     SAMPLES,
+    TASK_RESULT,
     create_default_buckets,
 )
 from app.image_store.backends.cleanup import CleanupLock, RedisLock, run_cleanup
@@ -196,6 +197,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("object", OBJECTS, images=False),
     Kind("face_sample", SAMPLES, images=True),
     Kind("body_sample", BODY_SAMPLES, images=True),
+    Kind("task_result", TASK_RESULT, images=False),
 )}
 SAMPLE_KINDS = {"face": "face_sample", "body": "body_sample"}
 

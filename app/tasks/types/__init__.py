@@ -1,0 +1,1 @@
+"""The task types: importing this package registers every one (``app.tasks.registry``)."""
