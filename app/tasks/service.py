@@ -60,8 +60,9 @@ def create_task(principal: Principal, name: str, body: Mapping[str, Any], *, sch
                 now: datetime | None = None) -> Task:
     """Write the task row and send its split; ``body`` is the JSON as sent (or as a schedule keeps
     it), whose now-time filters resolve here, at ``now``."""
-    found, loaded = validated(name, body)
+    # Now-times first: the types' schemas then see plain ISO times, and the stored body is absolute.
     raw = resolve_now(copy.deepcopy(dict(body)), now or utcnow())
+    found, loaded = validated(name, raw)
     with session_scope() as session:
         if found.check is not None:
             found.check(session, principal, loaded["content"])
