@@ -1,0 +1,143 @@
+"""The objects a task works on: faces or events chosen by the filters of their own resource.
+
+A selection is ``{"objects_type": "faces" | "events", "filters": {...}}`` with the filters of
+``GET /faces`` or of ``GET /events`` (as a statistics body takes them: arrays or comma-separated
+text, ``meta.*`` paths), always within the task owner's account: ``account_id`` is no filter here.
+
+Work is split by id ranges: both ids are time-ordered, so ``[gte, lt)`` ranges of about ``size``
+objects each are read from the primary key's order, and a part rereads its own range with the same
+filters (objects created after the split that fall in a range simply join it).
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from marshmallow import ValidationError, fields, post_load, validate
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from app import settings
+from app.db import dialect_of
+from app.events import service as events
+from app.events.models import Event, EventDescriptor
+from app.events.schemas import MAX_FILTER_IDS, EventStatsFilters, ListOrText
+from app.faces import service as faces
+from app.faces.models import Face, FaceDescriptor
+from app.faces.schemas import EXTERNAL_ID, FaceFilterArgs
+from app.filters import conditions
+from app.matching.service import _chunks as descriptor_chunks
+from app.schemas import StrictSchema
+from app.scope import Scope, scoped
+
+OBJECTS_TYPES = ("faces", "events")
+# Objects per part: a part holds this many descriptors (512 bytes each) beside one streamed chunk.
+CHUNK_SIZE = 1000
+Range = dict[str, str | None]  # {"gte": id or None, "lt": id or None}: what a part's content carries
+
+
+class FaceBodyFilters(FaceFilterArgs):
+    """The face filters in a JSON body: id lists as arrays (or comma-separated text, as in a query)."""
+
+    face_ids = ListOrText(fields.UUID(), validate=validate.Length(max=MAX_FILTER_IDS))
+    external_ids = ListOrText(fields.String(validate=EXTERNAL_ID), validate=validate.Length(max=MAX_FILTER_IDS))
+
+
+FILTER_SCHEMAS = {"faces": FaceBodyFilters, "events": EventStatsFilters}
+
+
+class SelectionSchema(StrictSchema):
+    objects_type = fields.String(required=True, validate=validate.OneOf(OBJECTS_TYPES))
+    filters = fields.Dict(keys=fields.String(), load_default=dict,
+                          metadata={"description": "the filters of GET /faces or GET /events (by `objects_type`), "
+                                                   "within the task owner's account (no `account_id`)"})
+
+    @post_load
+    def _typed_filters(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        schema = FILTER_SCHEMAS[data["objects_type"]](exclude=("account_id",))
+        try:
+            data["filters"] = schema.load(data["filters"])
+        except ValidationError as exc:
+            raise ValidationError({"filters": exc.messages}) from None
+        return data
+
+
+def _key(objects_type: str) -> Any:
+    return Face.face_id if objects_type == "faces" else Event.event_id
+
+
+def _selected(session: Session, scope: Scope, selection: Mapping[str, Any], *columns: Any) -> Select[Any]:
+    """``columns`` of the selected objects that have a descriptor of the default version."""
+    version = settings.current().face_descriptor_version
+    filters = selection["filters"]
+    if selection["objects_type"] == "faces":
+        query = scoped(Face, scope, *columns).join(
+            FaceDescriptor, (FaceDescriptor.face_id == Face.face_id) & (FaceDescriptor.version == version))
+        return faces.filtered(query, filters)
+    query = scoped(Event, scope, *columns).join(
+        EventDescriptor, (EventDescriptor.event_id == Event.event_id) & (EventDescriptor.version == version))
+    return query.where(*conditions(events.EVENTS.filters, filters, dialect_of(session)))
+
+
+def _in_range(query: Select[Any], key: Any, bounds: Range | None) -> Select[Any]:
+    if bounds is None:
+        return query
+    if bounds.get("gte"):
+        query = query.where(key >= uuid.UUID(bounds["gte"]))
+    if bounds.get("lt"):
+        query = query.where(key < uuid.UUID(bounds["lt"]))
+    return query
+
+
+def check(session: Session, scope: Scope, selection: Mapping[str, Any]) -> None:
+    """Compile the selection's filters (a bad JSON path is a 400 at creation, not a failed part)."""
+    _selected(session, scope, selection, _key(selection["objects_type"]))
+
+
+def id_ranges(session: Session, scope: Scope, selection: Mapping[str, Any], size: int = CHUNK_SIZE) -> list[Range]:
+    """Consecutive id ranges of about ``size`` selected objects each, covering all of them (none
+    when nothing is selected). The first range is open below and the last above."""
+    key = _key(selection["objects_type"])
+    numbered = _selected(session, scope, selection, key.label("id"),
+                         func.row_number().over(order_by=key).label("n")).subquery()
+    starts = [str(i) for i in session.scalars(select(numbered.c.id).where((numbered.c.n - 1) % size == 0)
+                                              .order_by(numbered.c.id))]
+    if not starts:
+        return []
+    bounds: list[str | None] = [None, *starts[1:], None]
+    return [{"gte": a, "lt": b} for a, b in zip(bounds, bounds[1:])]
+
+
+def descriptors(session: Session, scope: Scope, selection: Mapping[str, Any],
+                bounds: Range | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(ids, float32 descriptors) of the selected objects in ``bounds``, a chunk at a time, in id order."""
+    objects_type = selection["objects_type"]
+    key = _key(objects_type)
+    column = FaceDescriptor.descriptor if objects_type == "faces" else EventDescriptor.descriptor
+    query = _in_range(_selected(session, scope, selection, key, column), key, bounds).order_by(key)
+    return descriptor_chunks(session, query)
+
+
+def load(session: Session, scope: Scope, selection: Mapping[str, Any],
+         bounds: Range | None = None) -> tuple[list[str], np.ndarray]:
+    """All of :func:`descriptors` at once: for a part's own range, which holds about one chunk."""
+    ids: list[str] = []
+    blocks: list[np.ndarray] = []
+    for chunk_ids, chunk in descriptors(session, scope, selection, bounds):
+        ids += chunk_ids
+        blocks.append(chunk)
+    dim = blocks[0].shape[1] if blocks else 0
+    return ids, np.concatenate(blocks) if blocks else np.empty((0, dim), dtype=np.float32)
+
+
+def face_descriptors(session: Session, scope: Scope, face_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """The default-version descriptors of those of ``face_ids`` that exist in ``scope`` and have one."""
+    found: dict[str, np.ndarray] = {}
+    for start in range(0, len(face_ids), MAX_FILTER_IDS):
+        selection = {"objects_type": "faces", "filters": {"face_ids": [uuid.UUID(i) for i in
+                                                                       face_ids[start:start + MAX_FILTER_IDS]]}}
+        for ids, chunk in descriptors(session, scope, selection):
+            found.update(zip(ids, chunk))
+    return found
