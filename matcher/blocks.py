@@ -1,0 +1,108 @@
+"""Descriptor pairs over a similarity threshold, tile by tile, and the components they connect.
+
+All-pairs over N descriptors is N^2 scores: clustering never holds them. Scores are made one
+tile of at most ``TILE_ENTRIES`` at a time (float64 distances from one matrix product), and only
+the pairs over the threshold leave the tile, to feed a :class:`UnionFind`.
+
+The scale is the platform's (``matcher.similarity``): "similarity over ``threshold``" is "L2
+distance under ``distance_for_similarity(threshold)``", because the map is strictly decreasing,
+so tiles compare squared distances and never evaluate the map itself.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable, Iterator
+
+import numpy as np
+
+from matcher.similarity import distance_for_similarity
+
+# 4M float64 scores: 32 MiB per tile, wide enough that the product runs at BLAS speed (K is 128).
+TILE_ENTRIES = 1 << 22
+
+
+def distance_bound(threshold: float) -> float:
+    """The L2 distance under which two descriptors are more similar than ``threshold``:
+    infinite at 0 and below (every pair), 0 at 1 and above (no pair)."""
+    if threshold <= 0.0:
+        return math.inf
+    if threshold >= 1.0:
+        return 0.0
+    return distance_for_similarity(threshold)
+
+
+def linked_pairs(x: np.ndarray, y: np.ndarray, threshold: float, *,
+                 same: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows of ``x``, rows of ``y``) index arrays of the pairs whose similarity is over
+    ``threshold``, a tile at a time. ``same``: ``y`` is ``x``, and each pair comes once (i < j)."""
+    bound = distance_bound(threshold)
+    if bound == 0.0 or len(x) == 0 or len(y) == 0:
+        return
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    a_sq, b_sq = np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b)
+    cols = max(1, min(len(b), TILE_ENTRIES // 1024))
+    rows = max(1, TILE_ENTRIES // cols)
+    for r0 in range(0, len(a), rows):
+        r1 = min(r0 + rows, len(a))
+        for c0 in range(r0 if same else 0, len(b), cols):
+            c1 = min(c0 + cols, len(b))
+            squared = a_sq[r0:r1, None] + b_sq[None, c0:c1] - 2.0 * (a[r0:r1] @ b[c0:c1].T)
+            linked = squared < bound * bound
+            if same:
+                linked &= np.arange(r0, r1)[:, None] < np.arange(c0, c1)[None, :]
+            i, j = np.nonzero(linked)
+            if len(i):
+                yield i + r0, j + c0
+
+
+class UnionFind:
+    """Disjoint sets of hashable items (object ids), with path halving and union by size."""
+
+    def __init__(self, items: Iterable[Hashable] = ()) -> None:
+        self._parent: dict[Hashable, Hashable] = {}
+        self._size: dict[Hashable, int] = {}
+        for item in items:
+            self.add(item)
+
+    def add(self, item: Hashable) -> None:
+        if item not in self._parent:
+            self._parent[item] = item
+            self._size[item] = 1
+
+    def find(self, item: Hashable) -> Hashable:
+        self.add(item)
+        parent = self._parent
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return item
+
+    def union(self, a: Hashable, b: Hashable) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self._size[ra] < self._size[rb]:
+            ra, rb = rb, ra
+        self._parent[rb] = ra
+        self._size[ra] += self._size[rb]
+
+    def links(self) -> list[tuple[Hashable, Hashable]]:
+        """(item, its set's root) for every item that is not a root: a forest as small as the
+        sets it describes, which unioned elsewhere rebuilds the same sets."""
+        return [(item, root) for item in self._parent if (root := self.find(item)) != item]
+
+    def components(self) -> list[list[Hashable]]:
+        """Every set, its items in the order they were added; sets in the order of their first item."""
+        groups: dict[Hashable, list[Hashable]] = {}
+        for item in self._parent:
+            groups.setdefault(self.find(item), []).append(item)
+        return list(groups.values())
+
+
+def components(x: np.ndarray, threshold: float) -> list[list[int]]:
+    """The connected components of rows of ``x`` (indices), joined where similarity is over ``threshold``."""
+    sets = UnionFind(range(len(x)))
+    for i, j in linked_pairs(x, x, threshold, same=True):
+        for a, b in zip(i.tolist(), j.tolist()):
+            sets.union(a, b)
+    return sets.components()

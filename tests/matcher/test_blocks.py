@@ -1,0 +1,85 @@
+"""Blocked pairs and components against a brute force over the same random descriptors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from matcher import blocks
+from matcher.similarity import similarity
+
+
+def _clustered(rng: np.random.Generator, n: int, centres: int) -> np.ndarray:
+    """Descriptors around a few centres, so some pairs fall on each side of a middling threshold."""
+    middle = rng.standard_normal((centres, 128)) * 0.06
+    return (middle[rng.integers(0, centres, n)] + rng.standard_normal((n, 128)) * 0.03).astype(np.float32)
+
+
+def _brute_similarity(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    diff = x.astype(np.float64)[:, None, :] - y.astype(np.float64)[None, :, :]
+    return similarity(np.sqrt((diff * diff).sum(axis=2)))
+
+
+def _brute_components(x: np.ndarray, threshold: float) -> set[frozenset[int]]:
+    linked = _brute_similarity(x, x) > threshold
+    seen: set[int] = set()
+    out = set()
+    for start in range(len(x)):
+        if start in seen:
+            continue
+        group, todo = {start}, [start]
+        while todo:
+            for j in np.nonzero(linked[todo.pop()])[0].tolist():
+                if j not in group:
+                    group.add(j)
+                    todo.append(j)
+        seen |= group
+        out.add(frozenset(group))
+    return out
+
+
+@pytest.mark.parametrize("tile", [7, 1 << 22])
+def test_pairs_equal_brute_force(monkeypatch: pytest.MonkeyPatch, tile: int) -> None:
+    monkeypatch.setattr(blocks, "TILE_ENTRIES", tile)  # tiny tiles: many tiles, ragged edges
+    rng = np.random.default_rng(1)
+    x, y = _clustered(rng, 150, 6), _clustered(rng, 90, 6)
+    sims = _brute_similarity(x, y)
+    threshold = float(np.median(sims))
+    found = {(i, j) for a, b in blocks.linked_pairs(x, y, threshold) for i, j in zip(a.tolist(), b.tolist())}
+    assert found == set(zip(*np.nonzero(sims > threshold)))
+    assert 0 < len(found) < sims.size
+    within = {(i, j) for a, b in blocks.linked_pairs(x, x, threshold, same=True)
+              for i, j in zip(a.tolist(), b.tolist())}
+    expected = {(i, j) for i, j in zip(*np.nonzero(_brute_similarity(x, x) > threshold)) if i < j}
+    assert within == expected
+
+
+def test_threshold_edges() -> None:
+    x = np.random.default_rng(2).standard_normal((5, 128)).astype(np.float32)
+    assert sum(len(i) for i, _ in blocks.linked_pairs(x, x, 0.0, same=True)) == 10
+    assert list(blocks.linked_pairs(x, x, 1.0, same=True)) == []
+    assert blocks.components(x, 1.0) == [[0], [1], [2], [3], [4]]
+    assert blocks.components(x, 0.0) == [[0, 1, 2, 3, 4]]
+
+
+@pytest.mark.parametrize("tile", [5, 1 << 22])
+def test_components_equal_brute_force(monkeypatch: pytest.MonkeyPatch, tile: int) -> None:
+    monkeypatch.setattr(blocks, "TILE_ENTRIES", tile)
+    rng = np.random.default_rng(3)
+    x = _clustered(rng, 200, 12)
+    threshold = float(np.quantile(_brute_similarity(x, x), 0.9))
+    got = blocks.components(x, threshold)
+    assert {frozenset(c) for c in got} == _brute_components(x, threshold)
+    assert 1 < len(got) < len(x)
+    assert sorted(i for c in got for i in c) == list(range(len(x)))
+
+
+def test_union_find_links_rebuild_the_sets() -> None:
+    sets = blocks.UnionFind("abcdefg")
+    for a, b in [("a", "c"), ("c", "e"), ("b", "d"), ("e", "a")]:
+        sets.union(a, b)
+    assert sorted(map(sorted, sets.components())) == [["a", "c", "e"], ["b", "d"], ["f"], ["g"]]
+    rebuilt = blocks.UnionFind("fg")
+    for a, b in sets.links():
+        rebuilt.union(a, b)
+    assert sorted(map(sorted, rebuilt.components())) == [["a", "c", "e"], ["b", "d"], ["f"], ["g"]]
+    assert len(sets.links()) == 3
