@@ -43,7 +43,8 @@ run: venv
 # run's own from the same binary `make run` starts), first; `make test EMBEDDED_SUITES=` skips them.
 EMBEDDED_SUITES ?= tests/api/test_accounts.py tests/api/test_health.py tests/api/test_faces.py tests/api/test_lists.py \
 	tests/api/test_attributes.py tests/api/test_matcher.py tests/api/test_sdk.py tests/api/test_task_writes.py \
-	tests/api/test_workers.py tests/api/test_handlers.py tests/api/test_events.py tests/api/test_handler_events.py
+	tests/api/test_workers.py tests/api/test_handlers.py tests/api/test_events.py tests/api/test_handler_events.py \
+	tests/tasks/test_framework.py
 
 test: venv-dev
 	scripts/services.sh
