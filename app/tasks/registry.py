@@ -18,6 +18,7 @@ under ids derived from the task and part, never from a fresh random id.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from marshmallow import Schema
@@ -54,6 +55,9 @@ class TaskType:
     unschedulable: Callable[[dict[str, Any]], str | None] = lambda content: None
     # Content fields holding secrets (dotted paths), encrypted at rest (app.tasks.secrets).
     secrets: tuple[str, ...] = field(default_factory=tuple)
+    # prepare(content JSON, now) -> content JSON: defaults that depend on the creation time (the
+    # linker's create_time__lt), written into the stored body so a rerun selects the same objects.
+    prepare: Callable[[dict[str, Any], datetime], dict[str, Any]] | None = None
 
 
 _TYPES: dict[str, TaskType] = {}

@@ -61,7 +61,11 @@ def create_task(principal: Principal, name: str, body: Mapping[str, Any], *, sch
     """Write the task row and send its split; ``body`` is the JSON as sent (or as a schedule keeps
     it), whose now-time filters resolve here, at ``now``."""
     # Now-times first: the types' schemas then see plain ISO times, and the stored body is absolute.
-    raw = resolve_now(copy.deepcopy(dict(body)), now or utcnow())
+    moment = now or utcnow()
+    raw = resolve_now(copy.deepcopy(dict(body)), moment)
+    prepare = task_type(name).prepare
+    if prepare is not None and isinstance(raw.get("content"), dict):
+        raw["content"] = prepare(raw["content"], moment)
     found, loaded = validated(name, raw)
     with session_scope() as session:
         if found.check is not None:
