@@ -79,3 +79,25 @@ def test_bad_bodies_are_400(client: Any, account: Account) -> None:
         r = client.post("/tasks/counting", json=body, headers=account.auth)
         assert r.status_code == 400 and r.json["error_code"] == 10005, (body, r.json)
     assert client.post("/tasks/nope", json={"content": {}}, headers=account.auth).status_code == 404
+
+
+def test_list_filters(client: Any, account: Account, celery_worker: Any) -> None:
+    ok = client.post("/tasks/counting", json={"content": {"n": 2}, "description": "alpha"}, headers=account.auth)
+    bad = client.post("/tasks/counting", json={"content": {"n": 2, "crash_part": 0}, "description": "beta"},
+                      headers=account.auth)
+    wait_status(client, account.auth, ok.json["task_id"], (5,))
+    wait_status(client, account.auth, bad.json["task_id"], (3,))
+
+    def ids(**query: Any) -> list[int]:
+        r = client.get("/tasks", query_string=query, headers=account.auth)
+        assert r.status_code == 200, r.json
+        return [t["task_id"] for t in r.json["tasks"]]
+
+    assert ids() == [bad.json["task_id"], ok.json["task_id"]]  # newest first
+    assert ids(status=5) == [ok.json["task_id"]]
+    assert ids(description="bet") == [bad.json["task_id"]]
+    assert ids(create_time__gte="now-1h", task_type="counting") == ids()
+    assert ids(create_time__lt="now-1h") == []
+    assert client.get("/tasks", query_string={"status": 9}, headers=account.auth).status_code == 400
+    errors = client.get("/tasks/errors", query_string={"task_id": bad.json["task_id"]}, headers=account.auth)
+    assert [e["task_id"] for e in errors.json["errors"]] == [bad.json["task_id"]]
