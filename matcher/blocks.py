@@ -31,28 +31,39 @@ def distance_bound(threshold: float) -> float:
     return distance_for_similarity(threshold)
 
 
+def tiles(x: np.ndarray, y: np.ndarray, *, same: bool = False,
+          cols: int | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(first row, first column, squared L2 distances) of each tile of ``x`` against ``y``, in
+    float64. ``same``: ``y`` is ``x``, and tiles wholly below the diagonal are skipped. ``cols``:
+    columns per tile (default: as many as keep the tile wide and within ``TILE_ENTRIES``)."""
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(a) == 0 or len(b) == 0:
+        return
+    a_sq, b_sq = np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b)
+    cols = max(1, min(len(b), cols or TILE_ENTRIES // 1024))
+    rows = max(1, TILE_ENTRIES // cols)
+    for r0 in range(0, len(a), rows):
+        r1 = min(r0 + rows, len(a))
+        for c0 in range(r0 // cols * cols if same else 0, len(b), cols):
+            c1 = min(c0 + cols, len(b))
+            squared = a_sq[r0:r1, None] + b_sq[None, c0:c1] - 2.0 * (a[r0:r1] @ b[c0:c1].T)
+            yield r0, c0, np.maximum(squared, 0.0, out=squared)
+
+
 def linked_pairs(x: np.ndarray, y: np.ndarray, threshold: float, *,
                  same: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(rows of ``x``, rows of ``y``) index arrays of the pairs whose similarity is over
     ``threshold``, a tile at a time. ``same``: ``y`` is ``x``, and each pair comes once (i < j)."""
     bound = distance_bound(threshold)
-    if bound == 0.0 or len(x) == 0 or len(y) == 0:
+    if bound == 0.0:
         return
-    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    a_sq, b_sq = np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b)
-    cols = max(1, min(len(b), TILE_ENTRIES // 1024))
-    rows = max(1, TILE_ENTRIES // cols)
-    for r0 in range(0, len(a), rows):
-        r1 = min(r0 + rows, len(a))
-        for c0 in range(r0 if same else 0, len(b), cols):
-            c1 = min(c0 + cols, len(b))
-            squared = a_sq[r0:r1, None] + b_sq[None, c0:c1] - 2.0 * (a[r0:r1] @ b[c0:c1].T)
-            linked = squared < bound * bound
-            if same:
-                linked &= np.arange(r0, r1)[:, None] < np.arange(c0, c1)[None, :]
-            i, j = np.nonzero(linked)
-            if len(i):
-                yield i + r0, j + c0
+    for r0, c0, squared in tiles(x, y, same=same):
+        linked = squared < bound * bound
+        if same:
+            linked &= np.arange(r0, r0 + len(squared))[:, None] < np.arange(c0, c0 + squared.shape[1])[None, :]
+        i, j = np.nonzero(linked)
+        if len(i):
+            yield i + r0, j + c0
 
 
 class UnionFind:

@@ -1,0 +1,76 @@
+"""Clustering: the selected faces or events joined into groups where their similarity is over a threshold.
+
+Each part takes one id range of the selection (its rows of the similarity matrix) and compares it
+with every object from the range's start on, streamed in chunks, so the pairs above the diagonal
+are all compared once per part pair and memory holds one range and one chunk. A part keeps only
+the forest of its union-find (one link per object it joined), which the merge unions into the
+connected components: a part's output is bounded by the objects, never by the pairs.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from marshmallow import fields, validate
+
+from app import settings
+from app.db import session_scope
+from app.scope import Scope
+from app.tasks import objects, registry
+from app.tasks.registry import Result, TaskType
+from app.tasks.runner import Job
+from matcher.blocks import UnionFind, linked_pairs
+
+# Objects per part: the rows a part compares with everything after them.
+PART_SIZE = 4000
+
+
+class ClusteringSchema(objects.SelectionSchema):
+    threshold = fields.Float(load_default=None, validate=validate.Range(0, 1),
+                             metadata={"description": "similarity over which two objects are joined "
+                                                      "(default `clustering_threshold_default`)"})
+
+
+def split(job: Job) -> list[dict[str, Any]]:
+    threshold = job.content["threshold"]
+    if threshold is None:  # fixed here, so every part of the task uses the same one
+        threshold = settings.current().clustering_threshold_default
+    with session_scope() as session:
+        ranges = objects.id_ranges(session, job.scope, job.content, PART_SIZE)
+    return [{**bounds, "threshold": threshold, "after": (len(ranges) - i) * PART_SIZE}
+            for i, bounds in enumerate(ranges)]
+
+
+def part(job: Job, content: dict[str, Any]) -> dict[str, Any]:
+    sets = UnionFind()
+    with session_scope() as session:
+        ids, rows = objects.load(session, job.scope, job.content, content)
+        for i in ids:
+            sets.add(i)
+        compared = 0
+        for chunk_ids, chunk in objects.descriptors(session, job.scope, job.content, {"gte": content["gte"]}):
+            for i, j in linked_pairs(rows, chunk, content["threshold"]):
+                for a, b in zip(i.tolist(), j.tolist()):
+                    sets.union(ids[a], chunk_ids[b])
+            compared += len(chunk_ids)
+            job.progress(compared, max(compared, content["after"]))
+    return {"ids": ids, "links": sets.links()}
+
+
+def merge(job: Job, partials: Iterator[Any]) -> Result:
+    sets = UnionFind()
+    for p in partials:
+        for i in p["ids"]:
+            sets.add(i)
+        for a, b in p["links"]:
+            sets.union(a, b)
+    clusters = sorted((sorted(c) for c in sets.components()), key=lambda c: (-len(c), c[0]))
+    return Result({"clusters": clusters, "total_objects": sum(len(c) for c in clusters),
+                   "total_clusters": len(clusters)})
+
+
+def check(session: Any, principal: Any, content: dict[str, Any]) -> None:
+    objects.check(session, Scope.of(principal.account_id), content)
+
+
+registry.register(TaskType("clustering", ClusteringSchema, split, part, merge, check=check,
+                           description="groups of faces or events connected by similarity over a threshold"))

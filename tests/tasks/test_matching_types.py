@@ -1,0 +1,86 @@
+"""The matching task types end to end (clustering, cross_match, roc, reporter): the real worker
+and models make faces and events of a few LFW people, and the tasks group and match them."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.api.sdk_fixtures import FACES, files
+from tests.conftest import Account
+from tests.tasks.test_framework import wait_status
+
+PEOPLE = ("Ariel_Sharon", "Colin_Powell", "Donald_Rumsfeld", "Vladimir_Putin")
+PHOTOS = 3  # per person
+
+
+@dataclass
+class Gallery:
+    """The account, and who each of its faces and events shows."""
+
+    account: Account
+    faces: dict[str, str] = field(default_factory=dict)  # face_id -> person
+    events: dict[str, str] = field(default_factory=dict)  # event_id -> person
+
+
+@pytest.fixture(scope="module")
+def gallery(app: Any, celery_worker: Any) -> Gallery:
+    from app.image_store import service as image_store
+
+    image_store.create_platform_buckets()
+    client = app.test_client()
+    found = Gallery(Account(client))
+    r = client.post("/handlers", json={"policies": {
+        "detect_policy": {"multiface_policy": "largest"},
+        "extract_policy": {"extract_face_descriptor": True},
+        "storage_policy": {"face_policy": {"store_face": True}}}}, headers=found.account.auth)
+    assert r.status_code == 201, r.json
+    handler_id = r.json["handler_id"]
+    for person in PEOPLE:
+        for photo in sorted((FACES / "lfw" / person).iterdir())[:PHOTOS]:
+            form = {**files(photo), "external_id": json.dumps(person), "user_data": json.dumps(person)}
+            r = client.post(f"/handlers/{handler_id}/events", data=form, headers=found.account.auth,
+                            content_type="multipart/form-data")
+            assert r.status_code == 201, r.json
+            (event,) = r.json["events"]
+            found.faces[event["face_id"]] = person
+            found.events[event["event_id"]] = person
+    return found
+
+
+def run_task(client: Any, account: Account, name: str, content: dict[str, Any]) -> dict[str, Any]:
+    """Create a task, wait until it is done, and return its task row."""
+    r = client.post(f"/tasks/{name}", json={"content": content}, headers=account.auth)
+    assert r.status_code == 201, r.json
+    task = wait_status(client, account.auth, r.json["task_id"], (2, 3, 5), timeout=60)
+    assert task["status"] == 5, (task, client.get(f"/tasks/{task['task_id']}/errors", headers=account.auth).json)
+    return task
+
+
+def result(client: Any, account: Account, name: str, content: dict[str, Any]) -> Any:
+    task = run_task(client, account, name, content)
+    r = client.get(f"/tasks/{task['task_id']}/result", headers=account.auth)
+    assert r.status_code == 200
+    return r.json
+
+
+def by_person(ids: list[str], who: dict[str, str]) -> set[frozenset[str]]:
+    groups: dict[str, set[str]] = {}
+    for i in ids:
+        groups.setdefault(who[i], set()).add(i)
+    return {frozenset(g) for g in groups.values()}
+
+
+@pytest.mark.parametrize("objects_type", ["faces", "events"])
+def test_clustering_groups_each_person(client: Any, gallery: Gallery, objects_type: str) -> None:
+    who = getattr(gallery, objects_type)
+    body = result(client, gallery.account, "clustering", {"objects_type": objects_type, "threshold": 0.5})
+    assert body["errors"] == []
+    clusters = body["result"]["clusters"]
+    assert {frozenset(c) for c in clusters} == by_person(list(who), who)
+    assert body["result"]["total_objects"] == len(who) and body["result"]["total_clusters"] == len(PEOPLE)
