@@ -1,2 +1,4 @@
 """The task types: importing this package registers every one (``app.tasks.registry``)."""
-from app.tasks.types import clustering  # noqa: F401
+import app.tasks.types.clustering  # noqa: F401
+import app.tasks.types.cross_match  # noqa: F401
+import app.tasks.types.exporter  # noqa: F401

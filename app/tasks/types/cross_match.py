@@ -1,0 +1,78 @@
+"""Cross-matching: every selected reference against every selected candidate, the best few kept.
+
+Parts are id ranges of the references (``objects.CHUNK_SIZE`` each); a part holds its references
+and streams the candidates in chunks through the matcher's exact streamed top-k
+(``matcher.stream.topk_stream``), so memory is one range and one chunk whatever the sizes.
+An object is never its own candidate (when references and candidates are of one type).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Iterator
+
+import numpy as np
+from marshmallow import fields, validate
+
+from app.db import session_scope
+from app.schemas import SettingMax, StrictSchema
+from app.scope import Scope
+from app.tasks import objects, registry
+from app.tasks.registry import Result, TaskType
+from app.tasks.runner import Job
+from matcher.similarity import similarity
+from matcher.stream import topk_stream
+
+
+class CrossMatchSchema(StrictSchema):
+    references = fields.Nested(objects.SelectionSchema, required=True)
+    candidates = fields.Nested(objects.SelectionSchema, required=True)
+    limit = fields.Integer(load_default=3, validate=SettingMax("matcher_limit_max"),
+                           metadata={"description": "candidates per reference, at most `matcher_limit_max`"})
+    threshold = fields.Float(load_default=0.0, validate=validate.Range(0, 1),
+                             metadata={"description": "least similarity of a returned candidate"})
+
+
+def split(job: Job) -> list[dict[str, Any]]:
+    with session_scope() as session:
+        return objects.id_ranges(session, job.scope, job.content["references"])
+
+
+def _watched(job: Job, chunks: Iterable[tuple[list[str], np.ndarray]]) -> Iterator[tuple[list[str], np.ndarray]]:
+    """The chunks, with progress (and a cancel noticed) between them."""
+    seen = 0
+    for ids, chunk in chunks:
+        yield ids, chunk
+        seen += len(ids)
+        job.progress(seen, seen)
+
+
+def part(job: Job, content: dict[str, Any]) -> list[dict[str, Any]]:
+    references, candidates = job.content["references"], job.content["candidates"]
+    limit, threshold = job.content["limit"], job.content["threshold"]
+    same_type = references["objects_type"] == candidates["objects_type"]
+    with session_scope() as session:
+        ids, queries = objects.load(session, job.scope, references, content)
+        if not ids:
+            return []
+        chunks = _watched(job, objects.descriptors(session, job.scope, candidates))
+        distances, found = topk_stream(queries, chunks, limit + same_type, queries.shape[1])
+    out = []
+    for ref, row_ids, row_sims in zip(ids, found, similarity(distances)):
+        hits = [{"candidate_id": c, "similarity": float(s)} for c, s in zip(row_ids, row_sims)
+                if c is not None and c != ref and s >= threshold][:limit]
+        if hits:
+            out.append({"reference_id": ref, "candidates": hits})
+    return out
+
+
+def merge(job: Job, partials: Iterator[Any]) -> Result:
+    return Result([match for p in partials for match in p])
+
+
+def check(session: Any, principal: Any, content: dict[str, Any]) -> None:
+    for selection in (content["references"], content["candidates"]):
+        objects.check(session, Scope.of(principal.account_id), selection)
+
+
+registry.register(TaskType("cross_match", CrossMatchSchema, split, part, merge, check=check,
+                           description="each reference's most similar candidates"))
