@@ -124,5 +124,9 @@ beat_schedule: dict = {
     # (app.notifications). Saves kick the relay themselves, so this is a safety net: every 30 s
     # keeps a lost kick's delay short without three log lines a few seconds apart.
     "notifications-relay": {"task": "notifications.relay", "schedule": 30.0, "options": {"expires": 30.0}},
+    # Task schedules (app.tasks.schedules): the tick claims due rows, so beats may overlap; a tick
+    # that waited past the next one is dropped, the next covers it.
+    "task-schedules": {"task": "schedules.tick", "schedule": _s.schedule_tick_s,
+                       "options": {"expires": _s.schedule_tick_s}},
 }
 beat_schedule_filename = str(Path(_s.data_dir) / "celerybeat-schedule")

@@ -15,7 +15,7 @@ from app.dispatch import REQUEST_ID_HEADER, celery
 from app.observability import configure_logging, request_id_var
 
 TASK_MODULES = ["tasks.lease", "tasks.system", "tasks.storage", "tasks.inference", "tasks.matcher", "tasks.handlers",
-                "tasks.notifications", "tasks.jobs"]
+                "tasks.notifications", "tasks.jobs", "tasks.schedules"]
 
 celery.conf.include = TASK_MODULES
 app = celery  # the name `celery -A tasks` looks for first

@@ -141,4 +141,6 @@ def replace_notification_policy(body: dict[str, Any], task_id: int) -> dict[str,
     return service.replace_notification_policy(current_principal().scope, task_id, request.get_json()) or {}
 
 
-BLUEPRINTS = [blp]
+from app.tasks.schedules_api import blp as schedules_blp  # noqa: E402 - it takes ACCOUNTS from here
+
+BLUEPRINTS = [blp, schedules_blp]

@@ -12,8 +12,10 @@ from app.schemas import StrictSchema
 from app.tasks import registry
 from app.tasks.registry import Result, TaskType
 from app.tasks.runner import Job
+from app.tasks.schemas import TimeOrNow
 
 RUNS: dict[tuple[int, int], int] = {}  # (task_id, part) -> how often the part's body ran
+SECRETS: dict[int, str] = {}  # task_id -> the secret its parts were handed (decrypted on the worker)
 
 
 class CountingSchema(StrictSchema):
@@ -22,6 +24,10 @@ class CountingSchema(StrictSchema):
     sleep_s = fields.Float(load_default=0.0)
     bad = fields.List(fields.Integer(), load_default=list)
     crash_part = fields.Integer(load_default=-1)
+    # What schedules and secrets are tested with: a time filter (now-times resolve at creation)
+    # and a secret (sealed at rest).
+    create_time__gte = TimeOrNow()
+    secret = fields.String()
 
 
 def split(job: Job) -> list[dict[str, Any]]:
@@ -32,6 +38,8 @@ def split(job: Job) -> list[dict[str, Any]]:
 
 def part(job: Job, content: dict[str, Any]) -> dict[str, Any]:
     RUNS[job.task_id, job.part] = RUNS.get((job.task_id, job.part), 0) + 1
+    if "secret" in job.content:
+        SECRETS[job.task_id] = job.content["secret"]
     if job.part == job.content["crash_part"]:
         raise RuntimeError("the part crashed on purpose")
     items = range(content["start"], content["stop"])
@@ -51,4 +59,5 @@ def merge(job: Job, partials: Iterator[Any]) -> Result:
 
 
 if "counting" not in registry._TYPES:
-    registry.register(TaskType("counting", CountingSchema, split, part, merge, description="test type"))
+    registry.register(TaskType("counting", CountingSchema, split, part, merge, description="test type",
+                               secrets=("secret",)))
