@@ -9,6 +9,7 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.api.sdk_fixtures import FACES, files
@@ -128,3 +129,49 @@ def test_cross_match_omits_references_without_match(client: Any, gallery: Galler
                    "candidates": {"objects_type": "faces", "filters": {"face_ids": ",".join(others)}},
                    "threshold": 0.6})
     assert body == {"result": [], "errors": []}
+
+
+def test_roc_by_hand() -> None:
+    """Four faces on a line (a, b of label 0 at 0 and 0.3; c, d of label 1 at 0.5 and 1.5).
+    By distance: bc 0.2 impostor, ab 0.3 genuine, ac 0.5 impostor, cd 1.0 genuine, bd 1.2 and
+    ad 1.5 impostors: the curve (0,0) (.25,0) (.25,.5) (.5,.5) (.5,1) (.75,1) (1,1)."""
+    from app.tasks.types.roc import evaluate
+    from matcher.similarity import similarity
+
+    x = np.zeros((4, 128), dtype=np.float32)
+    x[:, 0] = [0.0, 0.3, 0.5, 1.5]
+    out = evaluate(x, [0, 0, "x", "x"], 1, 0.0, [0.1, 0.3, 0.6])
+    assert (out["faces"], out["genuine_pairs"], out["impostor_pairs"]) == (4, 2, 4)
+    assert [(p["fpr"], p["tpr"]) for p in out["roc_curve"]] == [
+        (0, 0), (.25, 0), (.25, .5), (.5, .5), (.5, 1), (.75, 1), (1, 1)]
+    assert out["auc"] == pytest.approx(0.625)  # P(genuine more similar than impostor) = 5/8
+    assert out["eer"] == pytest.approx({"fpr": 0.5, "tpr": 0.5, "threshold": similarity(0.5)}, abs=1e-6)
+    assert [(p["key_fpr"], p["tpr"]) for p in out["key_points"]] == [(0.1, 0), (0.3, 0.5), (0.6, 1)]
+    assert out["key_points"][0]["threshold"] is None
+    assert out["key_points"][1]["threshold"] == pytest.approx(similarity(0.3), abs=1e-6)
+    # Top-1: a's nearest is b (hit), b's and c's are each other (misses), d's is c (hit).
+    assert out["hit_top_n"] == {"limit": 1, "threshold": 0.0, "references": 4, "probability": 0.5}
+    assert evaluate(x, [0, 0, "x", "x"], 2, 0.0, [0.1])["hit_top_n"]["probability"] == 0.75
+    # Top-2 at least as similar as distance 0.4: c keeps only b, d nothing.
+    assert evaluate(x, [0, 0, "x", "x"], 2, similarity(0.4), [0.1])["hit_top_n"]["probability"] == 0.5
+
+
+def test_roc_on_faces(client: Any, gallery: Gallery, account_factory: Any) -> None:
+    other = account_factory()  # its face is as absent from the markup as a missing one
+    r = client.post("/handlers", json={"policies": {"extract_policy": {"extract_face_descriptor": True},
+                                                    "storage_policy": {"face_policy": {"store_face": True}}}},
+                    headers=other.auth)
+    foreign = client.post(f"/handlers/{r.json['handler_id']}/events",
+                          data=files(sorted((FACES / "lfw" / PEOPLE[0]).iterdir())[5]), headers=other.auth,
+                          content_type="multipart/form-data").json["events"][0]["face_id"]
+    markup = [{"face_id": f, "label": PEOPLE.index(p)} for f, p in gallery.faces.items()]
+    body = result(client, gallery.account, "roc", {"markup": [*markup, {"face_id": foreign, "label": 0}]})
+    out = body["result"]
+    assert [e["additional_info"] for e in body["errors"]] == [foreign]
+    assert out["faces"] == len(gallery.faces)
+    assert out["genuine_pairs"] == len(PEOPLE) * PHOTOS * (PHOTOS - 1) // 2
+    assert out["auc"] == 1.0 and out["eer"]["fpr"] == 0 and out["eer"]["tpr"] == 1
+    assert 0.41 < out["eer"]["threshold"] < 0.83  # the least similar genuine pair
+    assert out["hit_top_n"]["probability"] == 1.0 and out["hit_top_n"]["references"] == len(gallery.faces)
+    assert [p["tpr"] for p in out["key_points"]] == [1.0] * 5
+    assert out["roc_curve"][0] == {"fpr": 0, "tpr": 0, "threshold": None} and out["roc_curve"][-1]["fpr"] == 1
