@@ -25,10 +25,12 @@ class RelayCursor(Base):
 
 
 class CallbackDelivery(Base):
-    """One http callback of one event: written by the relay, sent by ``notifications.deliver``.
+    """One http callback of one event (written by the relay) or of one task status change (written
+    with the change, app.tasks.notify); sent by ``notifications.deliver``.
 
     ``(outbox_seq, callback)`` is unique, so a relay that runs a row twice writes one delivery,
-    and a delivery marked ``delivered`` is never sent again."""
+    and a delivery marked ``delivered`` is never sent again. A task's delivery has no outbox row:
+    it carries its own ``payload`` and its ``task_id`` instead of ``outbox_seq`` and ``event_id``."""
 
     __tablename__ = "callback_delivery"
     __table_args__ = (
@@ -37,10 +39,12 @@ class CallbackDelivery(Base):
     )
 
     delivery_id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
-    outbox_seq: Mapped[int] = mapped_column(BigInteger)
+    outbox_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     callback: Mapped[int] = mapped_column(Integer)  # its position in the event's callbacks
     account_id: Mapped[uuid.UUID] = mapped_column(Uuid)
-    event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    task_id: Mapped[int | None] = mapped_column(SEQ, nullable=True)
+    payload: Mapped[Any] = mapped_column(JSON, nullable=True)  # a task's; an event's is its outbox row's
     target: Mapped[dict[str, Any]] = mapped_column(JSON)  # url, method, headers, auth
     status: Mapped[str] = mapped_column(String(16), default=PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

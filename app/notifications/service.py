@@ -25,7 +25,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -40,6 +39,7 @@ from app.db import conflict_insert, redis_channel, redis_client, session_scope
 from app.events.models import Outbox
 from app.notifications.models import DELIVERED, FAILED, PENDING, CallbackDelivery, RelayCursor
 from app.scope import Scope
+from app.tasks import secrets
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +134,10 @@ def backoff_s(attempts: int) -> float:
     return min(MAX_BACKOFF_S, settings.current().callback_backoff_s * 2 ** max(0, attempts - 1))
 
 
-def _take(delivery_id: int) -> tuple[dict[str, Any], dict[str, Any], uuid.UUID] | None:
-    """(target, payload, event id) of a pending delivery that is due, leased (in one UPDATE, so two
-    tasks for one delivery never both send) until its send can have ended."""
+def _take(delivery_id: int) -> tuple[dict[str, Any], Any, str] | None:
+    """(target, payload, what it is about: an event id or ``task-<id>``) of a pending delivery that
+    is due, leased (in one UPDATE, so two tasks for one delivery never both send) until its send
+    can have ended."""
     now = datetime.now(timezone.utc)
     lease = now + timedelta(seconds=settings.current().callback_timeout_s)
     with session_scope() as session:
@@ -145,22 +146,34 @@ def _take(delivery_id: int) -> tuple[dict[str, Any], dict[str, Any], uuid.UUID] 
             .where(CallbackDelivery.delivery_id == delivery_id, CallbackDelivery.status == PENDING,
                    CallbackDelivery.next_attempt_time <= now + timedelta(seconds=DUE_SLACK_S))
             .values(next_attempt_time=lease)
-            .returning(CallbackDelivery.target, CallbackDelivery.outbox_seq, CallbackDelivery.event_id)).first()
+            .returning(CallbackDelivery.target, CallbackDelivery.outbox_seq, CallbackDelivery.event_id,
+                       CallbackDelivery.task_id, CallbackDelivery.payload)).first()
         if taken is None:
             return None
+        if taken.outbox_seq is None:  # a task's status change carries its own payload
+            return dict(taken.target), taken.payload, f"task-{taken.task_id}"
         payload = session.scalar(select(Outbox.payload).where(Outbox.seq == taken.outbox_seq))
-        return dict(taken.target), payload, taken.event_id
+        return dict(taken.target), payload, str(taken.event_id)
 
 
-def _send(target: Mapping[str, Any], payload: Any, event_id: uuid.UUID, delivery_id: int) -> str | None:
+def _send(target: Mapping[str, Any], payload: Any, subject: str, delivery_id: int) -> str | None:
     """None when the receiver took it (2xx), else what went wrong, in a few words."""
     headers = {"Content-Type": "application/json", "User-Agent": "facegate-callbacks",
-               "Luna-Event-Id": str(event_id), "Idempotency-Key": f"{event_id}-{delivery_id}"}
+               "Idempotency-Key": f"{subject}-{delivery_id}"}
+    if not subject.startswith("task-"):
+        headers["Luna-Event-Id"] = subject
     headers.update({h["name"]: h["value"] for h in target.get("headers") or ()})
+    try:  # a task's secrets stay sealed on the row (app.tasks.secrets)
+        target = secrets.opened(target, ("auth.password", "bearer"))
+    except ValueError:
+        return "secret does not decrypt"
     auth = target.get("auth")
+    if target.get("bearer"):
+        headers["Authorization"] = f"Bearer {target['bearer']}"
+    timeout = target.get("timeout_s") or settings.current().callback_timeout_s  # a task's callback sets its own
     try:
         answer = requests.request(target.get("method") or "POST", target["url"], data=json.dumps(payload),
-                                  headers=headers, timeout=settings.current().callback_timeout_s,
+                                  headers=headers, timeout=timeout,
                                   auth=(auth["login"], auth["password"]) if auth else None, allow_redirects=False)
     except requests.Timeout:
         return "timeout"
@@ -174,8 +187,8 @@ def deliver(delivery_id: int) -> float | None:
     taken = _take(delivery_id)
     if taken is None:
         return None
-    target, payload, event_id = taken
-    problem = _send(target, payload, event_id, delivery_id)
+    target, payload, subject = taken
+    problem = _send(target, payload, subject, delivery_id)
     now = datetime.now(timezone.utc)
     with session_scope() as session:
         d = session.get(CallbackDelivery, delivery_id)
@@ -185,7 +198,7 @@ def deliver(delivery_id: int) -> float | None:
             d.status, d.delivery_time = DELIVERED, now
             return None
         give_up = d.attempts >= settings.current().callback_max_attempts
-        log.warning("callback delivery %d of event %s: %s (attempt %d%s)", delivery_id, event_id, problem,
+        log.warning("callback delivery %d of %s: %s (attempt %d%s)", delivery_id, subject, problem,
                     d.attempts, ", giving up" if give_up else "")
         if give_up:
             d.status = FAILED
