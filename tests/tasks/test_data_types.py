@@ -1,0 +1,226 @@
+"""The data task types end to end (exporter, linker, gc, additional extraction): the real worker,
+real models on the shared photos, results read back over /tasks."""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import uuid
+import zipfile
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from inference import descriptor_format as fmt
+from tests.api.sdk_fixtures import FACES, post
+from tests.conftest import Account
+from tests.tasks.test_framework import wait_status
+
+PHOTOS = [FACES / "lfw" / "Colin_Powell" / "Colin_Powell_0001.jpg",
+          FACES / "lfw" / "George_W_Bush" / "George_W_Bush_0001.jpg"]
+
+
+# ---- fixtures and helpers -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def owner(app: Any, celery_worker: Any) -> Account:
+    return Account(app.test_client())
+
+
+@pytest.fixture(scope="module")
+def photos(app: Any, owner: Account) -> list[dict[str, Any]]:
+    """Each photo's largest face as /sdk finds it: its descriptor (SDK base64) and its sample's bytes."""
+    client = app.test_client()
+    r = post(client, "/sdk", owner, *PHOTOS, extract_descriptor=1)
+    assert r.status_code == 200, r.json
+    out = []
+    for image in r.json["images"]:
+        face = max(image["faces"], key=lambda f: f["detection"]["rect"]["width"])
+        sample = client.get(f"/samples/faces/{face['sample_id']}", headers=owner.auth)
+        assert sample.status_code == 200
+        out.append({"descriptor": face["descriptor"], "sample": sample.data})
+    return out
+
+
+def new_sample(client: Any, account: Account, data: bytes) -> str:
+    r = client.post("/samples/faces", data=data, content_type="image/jpeg", headers=account.auth)
+    assert r.status_code == 201, r.json
+    return r.json["sample_id"]
+
+
+def new_face(client: Any, account: Account, photo: dict[str, Any] | None, user_data: str, *,
+             sample: bool = True) -> str:
+    """A face of ``photo`` (its descriptor, a copy of its sample), or one without either."""
+    body: dict[str, Any] = {"user_data": user_data}
+    if photo is not None:
+        body["descriptors"] = [{"descriptor": photo["descriptor"]}]
+        if sample:
+            body["sample_ids"] = [new_sample(client, account, photo["sample"])]
+    r = client.post("/faces", json=body, headers=account.auth)
+    assert r.status_code == 201, r.json
+    return r.json["face_id"]
+
+
+def vector(photo: dict[str, Any]) -> np.ndarray:
+    return fmt.unpack(base64.b64decode(photo["descriptor"]))[1]
+
+
+def new_event(account: Account, tag: str, *, when: datetime, similarity: float | None = None,
+              sample_id: str | None = None, photo: dict[str, Any] | None = None) -> str:
+    """An event as a handler saves it (its largest face's sample and descriptor when given)."""
+    from app.db import session_scope
+    from app.events import service as events
+    from app.scope import Scope
+
+    scope = Scope.of(account.account_id)
+    face = {"type": "face", "detection": {"rect": {"x": 0, "y": 0, "width": 120, "height": 120}},
+            **({"sample_id": sample_id} if sample_id else {})}
+    with session_scope() as session:
+        [event_id] = events.save_events(session, scope, [{
+            "create_time": when, "user_data": tag, "top_similarity": similarity, "source": "cam",
+            "detections": [face], "attributes": {"basic_attributes": {"age": 40.0, "gender_score": 0.9}}}])
+        if photo is not None:
+            events.save_descriptors(session, scope, [(event_id, fmt.DESCRIPTOR_VERSION, vector(photo).tobytes())])
+    return str(event_id)
+
+
+def run_task(client: Any, account: Any, name: str, content: dict[str, Any], status: int = 5) -> dict[str, Any]:
+    r = client.post(f"/tasks/{name}", json={"content": content}, headers=account.auth)
+    assert r.status_code == 201, r.json
+    task = wait_status(client, account.auth, r.json["task_id"], (3, 5), timeout=120)
+    assert task["status"] == status, (task, client.get(f"/tasks/{task['task_id']}/errors", headers=account.auth).json)
+    return task
+
+
+def result(client: Any, account: Any, task: dict[str, Any]) -> Any:
+    r = client.get(f"/tasks/{task['task_id']}/result", headers=account.auth)
+    assert r.status_code == 200, r.json
+    return r
+
+
+def face_ids(client: Any, account: Account, **filters: Any) -> list[str]:
+    r = client.get("/faces", query_string={"page_size": 100, **filters}, headers=account.auth)
+    assert r.status_code == 200, r.json
+    return [f["face_id"] for f in r.json["faces"]]
+
+
+# ---- exporter -----------------------------------------------------------------------------------------
+def test_exporter_writes_one_csv_and_the_samples(client: Any, owner: Account, photos: list[dict[str, Any]],
+                                                 monkeypatch: Any) -> None:
+    from app.tasks.types import exporter
+
+    monkeypatch.setattr(exporter, "PART_SIZE", 2)  # three parts for five faces
+    tag = uuid.uuid4().hex
+    made = sorted(new_face(client, owner, photos[n % 2], tag) for n in range(5))
+    new_face(client, owner, photos[0], "someone else")
+    task = run_task(client, owner, "exporter", {"objects_type": "faces", "filters": {"user_data": tag},
+                                                "columns": ["face_id", "user_data", "sample_ids"],
+                                                "with_samples": True})
+    assert task["parts_total"] == 3
+    r = result(client, owner, task)
+    assert r.content_type == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(r.data))
+    rows = list(csv.reader(io.TextIOWrapper(archive.open("faces.csv"), encoding="utf-8")))
+    assert rows[0] == ["face_id", "user_data", "sample_ids"]
+    assert [row[0] for row in rows[1:]] == made and all(row[1] == tag for row in rows[1:])
+    samples = [s for row in rows[1:] for s in json.loads(row[2])]
+    assert len(samples) == 5
+    assert sorted(archive.namelist()) == sorted(["faces.csv", *(f"samples/{s}.jpg" for s in samples)])
+    assert archive.read(f"samples/{samples[0]}.jpg") in (photos[0]["sample"], photos[1]["sample"])
+
+
+def test_exporter_events_default_columns_and_no_samples(client: Any, owner: Account) -> None:
+    from app.tasks.types.exporter import EVENT_COLUMNS
+
+    tag = uuid.uuid4().hex
+    now = datetime.now(timezone.utc)
+    made = sorted(new_event(owner, tag, when=now - timedelta(minutes=n), similarity=0.5) for n in range(3))
+    task = run_task(client, owner, "exporter", {"objects_type": "events", "filters": {"user_data": tag}})
+    archive = zipfile.ZipFile(io.BytesIO(result(client, owner, task).data))
+    assert archive.namelist() == ["events.csv"]
+    rows = list(csv.DictReader(io.TextIOWrapper(archive.open("events.csv"), encoding="utf-8")))
+    assert list(rows[0]) == list(EVENT_COLUMNS)
+    assert [row["event_id"] for row in rows] == made
+    assert rows[0]["top_similarity"] == "0.5" and rows[0]["handler_id"] == ""
+    assert '"age":40.0' in rows[0]["attributes"]
+
+
+def test_exporter_refuses_unknown_columns(client: Any, owner: Account) -> None:
+    for content in ({"objects_type": "faces", "columns": ["face_id", "password"]},
+                    {"objects_type": "events", "columns": ["lists"]},
+                    {"objects_type": "faces", "filters": {"nope": 1}}):
+        r = client.post("/tasks/exporter", json={"content": content}, headers=owner.auth)
+        assert r.status_code == 400 and r.json["error_code"] == 10005, (content, r.json)
+
+
+# ---- gc -----------------------------------------------------------------------------------------------
+def test_gc_deletes_the_filtered_faces_and_their_samples(client: Any, owner: Account,
+                                                         photos: list[dict[str, Any]]) -> None:
+    tag = uuid.uuid4().hex
+    doomed = [new_face(client, owner, photos[0], f"{tag}-old") for _ in range(3)]
+    kept = new_face(client, owner, photos[1], f"{tag}-new")
+    samples = [client.get(f"/faces/{f}", headers=owner.auth).json["sample_ids"][0] for f in doomed]
+    task = run_task(client, owner, "gc", {"target": "faces", "filters": {"user_data": f"{tag}-old"},
+                                          "remove_samples": True})
+    assert result(client, owner, task).json["result"] == {"deleted": 3, "samples_deleted": 3}
+    assert face_ids(client, owner, user_data=tag) == [kept]
+    assert all(client.get(f"/samples/faces/{s}", headers=owner.auth).status_code == 404 for s in samples)
+    kept_sample = client.get(f"/faces/{kept}", headers=owner.auth).json["sample_ids"][0]
+    assert client.get(f"/samples/faces/{kept_sample}", headers=owner.auth).status_code == 200
+
+
+def test_gc_events_keep_the_hourly_statistics_true(client: Any, owner: Account) -> None:
+    from app.db import session_scope
+    from app.events.models import Event, EventDescriptor, EventStatsHourly
+
+    tag = uuid.uuid4().hex
+    hour = datetime(2021, 3, 4, 10, tzinfo=timezone.utc)
+    old = [new_event(owner, tag, when=hour + timedelta(minutes=m), similarity=s) for m, s in ((1, 0.9), (2, 0.2))]
+    new_event(owner, tag, when=hour + timedelta(minutes=40), similarity=0.5)
+    cut = (hour + timedelta(minutes=30)).isoformat()
+    task = run_task(client, owner, "gc", {"target": "events", "filters": {"create_time__lt": cut}})
+    assert result(client, owner, task).json["result"] == {"deleted": 2}
+    with session_scope() as session:
+        left = session.scalars(select(Event.event_id).where(Event.account_id == uuid.UUID(owner.account_id))).all()
+        assert old[0] not in map(str, left) and len(left) >= 1
+        assert session.scalar(select(func.count()).select_from(EventDescriptor)
+                              .where(EventDescriptor.event_id.in_([uuid.UUID(e) for e in old]))) == 0
+        stats = session.execute(select(EventStatsHourly.events, EventStatsHourly.similarity_min,
+                                       EventStatsHourly.similarity_max)
+                                .where(EventStatsHourly.account_id == uuid.UUID(owner.account_id),
+                                       EventStatsHourly.create_time == hour)).all()
+    assert [tuple(s) for s in stats] == [(1, 0.5, 0.5)]
+
+
+def test_gc_refuses_users_admin_targets_and_empty_filters(client: Any, owner: Account,
+                                                          account_factory: Any) -> None:
+    other = account_factory()
+    for content, status, code in (
+            ({"target": "descriptors", "filters": {"descriptor_version": fmt.DESCRIPTOR_VERSION}}, 403, 70008),
+            ({"target": "faces", "filters": {"account_id": other.account_id}}, 403, 70008),
+            ({"target": "faces", "filters": {}}, 400, 10005),
+            ({"target": "events"}, 400, 10005),
+            ({"target": "faces", "filters": {"handler_id": str(uuid.uuid4())}}, 400, 10005),
+            ({"target": "events", "filters": {"create_time__lt": "now"}, "remove_image_origins": True}, 400, 10005)):
+        r = client.post("/tasks/gc", json={"content": content}, headers=owner.auth)
+        assert (r.status_code, r.json["error_code"]) == (status, code), (content, r.json)
+
+
+def test_gc_admin_deletes_a_descriptor_version_of_the_named_account(client: Any, owner: Account,
+                                                                     account_factory: Any) -> None:
+    from tests.conftest import first_admin
+
+    other_version = next(v for v in fmt.DESCRIPTOR_LENGTHS if v != fmt.DESCRIPTOR_VERSION)
+    user, bystander = account_factory(), account_factory()
+    old = fmt.pack(np.ones(fmt.DESCRIPTOR_LENGTHS[other_version], dtype="<f4") / 16, other_version)
+    body = {"descriptors": [{"descriptor": base64.b64encode(old).decode()}]}
+    mine = client.post("/faces", json=body, headers=user.auth).json["face_id"]
+    theirs = client.post("/faces", json=body, headers=bystander.auth).json["face_id"]
+    task = run_task(client, first_admin(), "gc", {"target": "descriptors", "filters": {
+        "descriptor_version": other_version, "account_id": user.account_id}})
+    assert result(client, first_admin(), task).json["result"] == {"deleted": 1}
+    assert client.get(f"/faces/{mine}", headers=user.auth).json["descriptor_versions"] == []
+    assert client.get(f"/faces/{theirs}", headers=bystander.auth).json["descriptor_versions"] == [other_version]
