@@ -175,3 +175,80 @@ def test_roc_on_faces(client: Any, gallery: Gallery, account_factory: Any) -> No
     assert out["hit_top_n"]["probability"] == 1.0 and out["hit_top_n"]["references"] == len(gallery.faces)
     assert [p["tpr"] for p in out["key_points"]] == [1.0] * 5
     assert out["roc_curve"][0] == {"fpr": 0, "tpr": 0, "threshold": None} and out["roc_curve"][-1]["fpr"] == 1
+
+
+def _report(client: Any, account: Account, content: dict[str, Any]) -> zipfile.ZipFile:
+    task = run_task(client, account, "reporter", content)
+    r = client.get(f"/tasks/{task['task_id']}/result", headers=account.auth)
+    assert r.status_code == 200 and r.content_type == "application/zip"
+    return zipfile.ZipFile(io.BytesIO(r.data))
+
+
+@pytest.mark.parametrize("objects_type", ["faces", "events"])
+def test_reporter_lists_each_object_with_its_cluster(client: Any, gallery: Gallery, objects_type: str) -> None:
+    who = getattr(gallery, objects_type)
+    clustering = run_task(client, gallery.account, "clustering", {"objects_type": objects_type})
+    clusters = client.get(f"/tasks/{clustering['task_id']}/result", headers=gallery.account.auth).json["result"]
+
+    archive = _report(client, gallery.account, {"task_id": clustering["task_id"], "columns": ["external_id",
+                                                                                              "create_time"]})
+    assert archive.namelist() == ["report.csv"]
+    rows = list(csv.reader(io.StringIO(archive.read("report.csv").decode())))
+    id_column = objects_type[:-1] + "_id"
+    assert rows[0] == ["cluster_id", id_column, "external_id", "create_time"]
+    assert sorted((int(r[0]), r[1]) for r in rows[1:]) == sorted(
+        (n, i) for n, c in enumerate(clusters["clusters"]) for i in c)
+    assert all(r[2] == who[r[1]] and r[3] for r in rows[1:])
+
+    archive = _report(client, gallery.account, {"task_id": clustering["task_id"], "with_images": True})
+    images = {n for n in archive.namelist() if n.startswith("images/")}
+    assert images == {f"images/{i}.jpg" for i in who}
+    assert all(archive.read(n)[:2] == b"\xff\xd8" for n in images)  # JPEG
+    header = next(csv.reader(io.StringIO(archive.read("report.csv").decode())))
+    assert header[:3] == ["cluster_id", id_column, "external_id" if objects_type == "faces" else "handler_id"]
+
+
+def test_reporter_refuses_what_is_no_done_clustering_of_its_account(client: Any, gallery: Gallery,
+                                                                    account_factory: Any) -> None:
+    clustering = run_task(client, gallery.account, "clustering", {"objects_type": "faces"})["task_id"]
+    cross = client.post("/tasks/cross_match", json={"content": {"references": {"objects_type": "faces"},
+                                                                "candidates": {"objects_type": "faces"}}},
+                        headers=gallery.account.auth).json["task_id"]
+    other = account_factory()
+    r = client.post("/tasks/reporter", json={"content": {"task_id": clustering}}, headers=other.auth)
+    assert r.status_code == 404 and r.json["error_code"] == 70001, r.json
+    for content, fragment in (({"task_id": cross}, "not a clustering task"),
+                              ({"task_id": clustering, "columns": ["top_similarity"]}, "no fields of faces"),
+                              ({"task_id": clustering, "columns": ["password"]}, "columns.0")):
+        r = client.post("/tasks/reporter", json={"content": content}, headers=gallery.account.auth)
+        assert r.status_code == 400 and r.json["error_code"] == 10005 and fragment in r.json["detail"], r.json
+
+
+@pytest.mark.parametrize("name, content", [
+    ("clustering", {}),
+    ("clustering", {"objects_type": "bodies"}),
+    ("clustering", {"objects_type": "faces", "threshold": 1.5}),
+    ("clustering", {"objects_type": "faces", "filters": {"account_id": "6c721b90-f5a0-409a-ab70-bc339a70184c"}}),
+    ("clustering", {"objects_type": "faces", "filters": {"sources": ["a"]}}),
+    ("clustering", {"objects_type": "events", "filters": {"create_time__gte": "yesterday"}}),
+    ("cross_match", {"references": {"objects_type": "faces"}}),
+    ("cross_match", {"references": {"objects_type": "faces"}, "candidates": {"objects_type": "faces"}, "limit": 0}),
+    ("roc", {"markup": [{"face_id": "6c721b90-f5a0-409a-ab70-bc339a70184c", "label": 0}]}),
+    ("roc", {"markup": [{"face_id": "6c721b90-f5a0-409a-ab70-bc339a70184c", "label": 0},
+                        {"face_id": "8bc6e8df-410b-4065-b592-abc5f0432a1c", "label": 1}]}),
+    ("roc", {"markup": [{"face_id": "6c721b90-f5a0-409a-ab70-bc339a70184c", "label": 0},
+                        {"face_id": "6c721b90-f5a0-409a-ab70-bc339a70184c", "label": 0},
+                        {"face_id": "8bc6e8df-410b-4065-b592-abc5f0432a1c", "label": 1}]}),
+    ("roc", {"markup": [{"face_id": "6c721b90-f5a0-409a-ab70-bc339a70184c", "label": 1.5},
+                        {"face_id": "8bc6e8df-410b-4065-b592-abc5f0432a1c", "label": 1.5}]}),
+    ("reporter", {"task_id": 0}),
+])
+def test_bad_bodies_are_400(client: Any, account: Account, name: str, content: dict[str, Any]) -> None:
+    r = client.post(f"/tasks/{name}", json={"content": content}, headers=account.auth)
+    assert r.status_code == 400 and r.json["error_code"] == 10005, r.json
+
+
+def test_bad_json_path_is_400(client: Any, account: Account) -> None:
+    r = client.post("/tasks/clustering", json={"content": {"objects_type": "events", "filters": {"meta.a__zz": 1}}},
+                    headers=account.auth)
+    assert r.status_code == 400 and r.json["error_code"] == 60001, r.json
