@@ -224,3 +224,91 @@ def test_gc_admin_deletes_a_descriptor_version_of_the_named_account(client: Any,
     assert result(client, first_admin(), task).json["result"] == {"deleted": 1}
     assert client.get(f"/faces/{mine}", headers=user.auth).json["descriptor_versions"] == []
     assert client.get(f"/faces/{theirs}", headers=bystander.auth).json["descriptor_versions"] == [other_version]
+
+
+# ---- linker -------------------------------------------------------------------------------------------
+def run_part_again(task_id: int, part: int) -> Any:
+    """Run a done part's body once more, as a redelivered message would (the runner itself skips a
+    checkpointed part): what it returns, and the stored partial."""
+    from app.db import session_scope
+    from app.tasks import runner
+    from app.tasks.models import Subtask, Task
+
+    with session_scope() as session:
+        task = session.get(Task, task_id)
+        subtask = session.scalar(select(Subtask).where(Subtask.task_id == task_id, Subtask.part == part))
+        assert subtask.status == 5
+        job = runner._job(task, subtask)
+        stored = subtask.result
+    return job.task_type.part(job, subtask.content), stored
+
+
+def change_count() -> int:
+    from app.db import session_scope
+    from app.faces.models import ChangeLog
+
+    with session_scope() as session:
+        return session.scalar(select(func.count()).select_from(ChangeLog))
+
+
+def test_linker_attaches_exactly_the_filtered_faces_once(client: Any, owner: Account,
+                                                         photos: list[dict[str, Any]]) -> None:
+    tag = uuid.uuid4().hex
+    chosen = sorted(new_face(client, owner, photos[n % 2], f"{tag}-in", sample=False) for n in range(3))
+    new_face(client, owner, photos[0], f"{tag}-out", sample=False)
+    r = client.post("/tasks/linker", json={"content": {"objects_type": "faces", "filters": {"user_data": f"{tag}-in"},
+                                                       "list": {"create_list": 1, "attributes": {"user_data": tag}}}},
+                    headers=owner.auth)
+    assert r.status_code == 201, r.json
+    task = wait_status(client, owner.auth, r.json["task_id"], (3, 5))
+    assert task["status"] == 5
+    assert task["content"]["filters"]["create_time__lt"]  # the creation time, stored
+    later = new_face(client, owner, photos[1], f"{tag}-in", sample=False)  # after the task: not linked
+    linked = result(client, owner, task).json["result"]
+    assert linked["faces"] == chosen and linked["faces_count"] == 3
+    the_list = client.get(f"/lists/{linked['list_id']}", headers=owner.auth).json
+    assert the_list["user_data"] == tag and the_list["faces_count"] == 3
+    assert face_ids(client, owner, list_id=linked["list_id"]) == chosen
+
+    before = change_count()
+    partial, stored = run_part_again(task["task_id"], 0)
+    assert partial == stored == {"faces": chosen}
+    assert face_ids(client, owner, list_id=linked["list_id"]) == chosen and later not in chosen
+    assert change_count() == before
+
+
+def test_linker_makes_faces_of_events_once(client: Any, owner: Account, photos: list[dict[str, Any]]) -> None:
+    tag = uuid.uuid4().hex
+    now = datetime.now(timezone.utc)
+    sample = new_sample(client, owner, photos[0]["sample"])
+    with_all = new_event(owner, tag, when=now, sample_id=sample, photo=photos[0])
+    bare = new_event(owner, tag, when=now)
+    list_id = client.post("/lists", json={"user_data": tag}, headers=owner.auth).json["list_id"]
+    task = run_task(client, owner, "linker", {"objects_type": "events", "filters": {"user_data": tag},
+                                              "list": {"list_id": list_id}})
+    made = result(client, owner, task).json["result"]["faces"]
+    assert len(made) == 2 and face_ids(client, owner, list_id=list_id) == sorted(made)
+    views = {v["event_id"]: v for v in (client.get(f"/faces/{f}", headers=owner.auth).json for f in made)}
+    assert set(views) == {with_all, bare}
+    assert views[with_all]["sample_ids"] == [sample] and views[with_all]["user_data"] == tag
+    assert views[with_all]["descriptor_versions"] == [fmt.DESCRIPTOR_VERSION]
+    assert views[with_all]["basic_attributes"] == {"age": 40.0, "gender": 0.9}
+    assert views[bare]["descriptor_versions"] == [] and views[bare]["sample_ids"] == []
+    r = client.get(f"/faces/{views[with_all]['face_id']}/descriptors", headers=owner.auth)
+    np.testing.assert_allclose(fmt.unpack(base64.b64decode(r.json["descriptors"][0]["descriptor"]))[1],
+                               vector(photos[0]), atol=1e-6)
+
+    before = change_count()
+    partial, stored = run_part_again(task["task_id"], 0)
+    assert partial == stored
+    assert sorted(face_ids(client, owner, user_data=tag)) == sorted(made)  # no second faces
+    assert change_count() == before
+
+
+def test_linker_refuses_a_foreign_list_and_two_lists(client: Any, owner: Account, account_factory: Any) -> None:
+    foreign = client.post("/lists", json={}, headers=account_factory().auth).json["list_id"]
+    for target, status in (({"list_id": foreign}, 404), ({"list_id": foreign, "create_list": 1}, 400), ({}, 400),
+                           ({"list_id": foreign, "attributes": {"user_data": "x"}}, 400)):
+        r = client.post("/tasks/linker", json={"content": {"objects_type": "faces", "list": target}},
+                        headers=owner.auth)
+        assert r.status_code == status, (target, r.json)
