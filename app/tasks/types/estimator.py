@@ -1,0 +1,261 @@
+"""The estimator task: images of a source (``app.tasks.sources``) processed under a handler's
+policies, as ``POST /handlers/{id}/events`` would process them.
+
+- split (cpu): list the source's files, PART_FILES names to a part. A transient source (an
+  archive) is read here, once: each part's files go to a task blob the part reads.
+- part (gpu): read the part's files and run them through the gpu inference path's batcher
+  (``tasks.inference``) a batch at a time, then the handler steps of ``app.handlers.processing``
+  for each image: the detect policy's filter, matching, and the save step. Every id an image's
+  processing writes derives from the task id and the file name (:func:`file_id`), so a part run
+  twice saves each image's events once. A file that is not an image, cannot be read or has gone
+  since the split is that file's error; the part goes on.
+- merge: the parts' entries in file order, one per file: ``{"filename", "status": "success",
+  "events"}`` or ``{"filename", "status": "error", "error": {"error_code", "detail"}}``.
+
+A static handler made from ``policies`` in the request is created by the split, with an id derived
+from the task id.
+"""
+from __future__ import annotations
+
+import copy
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+from marshmallow import ValidationError, fields, validate, validates_schema
+
+from app import settings
+from app.db import session_scope
+from app.errors import ERRORS, APIError
+from app.faces import changes
+from app.handlers import processing
+from app.handlers.models import DYNAMIC, STATIC, Handler
+from app.handlers.schemas import POLICIES_DESCRIPTION, PoliciesSchema
+from app.handlers.service import check_policies
+from app.image_store import service as image_store
+from app.schemas import StrictSchema
+from app.scope import Scope, get_or_404
+from app.sdk import service as sdk
+from app.tasks import registry, sources
+from app.tasks.registry import Result, TaskType
+from app.tasks.runner import Job
+from inference import images as image_check
+
+PART_FILES = 64
+RAW, SAMPLES = 0, 1
+_NAMESPACE = uuid.UUID("0c6f8d52-3b7e-4a9f-b1d4-7e2a5c9f3d18")
+# What a single image's decode or analysis can refuse; anything else stops the part.
+_IMAGE_ERRORS = ("bad_image", "image_too_large", "image_format_not_allowed", "multiple_faces")
+
+
+class HandlerRefSchema(StrictSchema):
+    handler_id = fields.UUID(metadata={"description": "an existing static or dynamic handler"})
+    policies = fields.Nested(PoliciesSchema, metadata={
+        "description": f"with a dynamic handler_id: its policies; without handler_id: a static handler is "
+                       f"made with them for this task. {POLICIES_DESCRIPTION}"})
+
+    @validates_schema
+    def _something(self, data: dict[str, Any], **_: Any) -> None:
+        if "handler_id" not in data and "policies" not in data:
+            raise ValidationError("give handler_id, policies, or both (a dynamic handler)", "handler_id")
+
+
+class EstimatorContentSchema(StrictSchema):
+    handler = fields.Nested(HandlerRefSchema, required=True)
+    image_type = fields.Integer(load_default=RAW, validate=validate.OneOf([RAW, SAMPLES]),
+                                metadata={"description": "0: photos; 1: face samples (aligned face crops)"})
+    source = sources.SourceField(required=True)
+
+
+def file_id(task_id: int, name: str) -> uuid.UUID:
+    """The id everything one image of a task writes derives from."""
+    return uuid.uuid5(_NAMESPACE, f"estimator-{task_id}-{name}")
+
+
+def _handler_id(job: Job) -> uuid.UUID:
+    ref = job.content["handler"]
+    return ref["handler_id"] if "handler_id" in ref else uuid.uuid5(_NAMESPACE, f"handler-{job.task_id}")
+
+
+def check(session: Any, principal: Any, content: dict[str, Any]) -> None:
+    """The handler and policies as an event request would check them, and the source reachable
+    with its credentials (within estimator_source_timeout_s)."""
+    scope, ref = Scope.of(principal.account_id), content["handler"]
+    if "handler_id" in ref:
+        processing.request_policies(session, scope, get_or_404(session, Handler, ref["handler_id"], scope),
+                                    ref.get("policies"))
+    else:
+        check_policies(session, scope, ref["policies"])
+    with sources.open_source(content["source"], scope) as source:
+        source.check()
+
+
+def unschedulable(content: dict[str, Any]) -> str | None:
+    source = content.get("source") or {}
+    if source.get("type") == "zip":
+        return "an estimator task reading a ZIP archive cannot be scheduled: the archive is read once"
+    return None
+
+
+# ---- split -------------------------------------------------------------------------------------
+def split(job: Job) -> list[dict[str, Any]]:
+    ref = job.content["handler"]
+    if "handler_id" not in ref:
+        with session_scope() as session:
+            if session.get(Handler, _handler_id(job)) is None:
+                session.add(Handler(handler_id=_handler_id(job), account_id=job.account_id, handler_type=STATIC,
+                                    description=f"estimator task {job.task_id}",
+                                    policies=PoliciesSchema().dump(ref["policies"])))
+    with sources.open_source(job.content["source"], job.scope) as source:
+        names = [f.name for f in source.files()]
+        parts = [names[i:i + PART_FILES] for i in range(0, len(names), PART_FILES)]
+        if source.transient:
+            for n, files in enumerate(parts):
+                job.put_blob(f"part-{n}", sources.pack(source, files), "application/zip")
+    return [{"files": files} for files in parts]
+
+
+# ---- parts -------------------------------------------------------------------------------------
+def _policies(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The policies the part runs under (re-read: a static handler may have changed since the
+    split, as its events would), and the events' origin."""
+    ref = job.content["handler"]
+    with session_scope() as session:
+        handler = get_or_404(session, Handler, _handler_id(job), job.scope)
+        given = ref.get("policies") if handler.handler_type == DYNAMIC else None
+        policies = processing.request_policies(session, job.scope, handler, given)
+        origin = {"handler_id": str(handler.handler_id), "version": handler.version}
+    if job.content["source"].get("save_origin"):
+        policies = copy.deepcopy(policies)
+        policies["storage_policy"]["image_origin_policy"]["store_image"] = True
+    return policies, origin
+
+
+def _failure(job: Job, name: str, kind: str, detail: str) -> dict[str, Any]:
+    job.error(kind, detail, name)
+    return {"filename": name, "status": "error", "error": {"error_code": ERRORS[kind].code, "detail": detail}}
+
+
+class _Image:
+    """One file of a part on its way through the steps."""
+
+    def __init__(self, job: Job, name: str) -> None:
+        self.name = name
+        self.id = str(file_id(job.task_id, name))
+        self.ref: dict[str, Any] = {}
+        self.found: dict[str, Any] | None = None
+
+
+def _stored(job: Job, reader: Any, names: list[str], results: dict[str, dict[str, Any]]) -> list[_Image]:
+    """Read the files and keep the images among them in the source-image bucket, where the
+    inference path loads them; the others get their error."""
+    s = settings.current()
+    kept = []
+    for name in names:
+        image = _Image(job, name)
+        try:
+            data = reader.read(name)
+            with image_store.image_errors(name):
+                image_check.read_header(data, s.inference_max_image_pixels, s.image_decode_budget_mb)
+        except sources.FileUnreadable as exc:
+            results[name] = _failure(job, name, "file_unreadable", str(exc))
+            continue
+        except APIError as exc:
+            results[name] = _failure(job, name, exc.kind, exc.detail)
+            continue
+        image_store.put(sdk.SOURCE, job.scope, data, "application/octet-stream", object_id=image.id,
+                        ttl=sdk.SOURCE_TTL_DAYS)
+        image.ref = {"image_id": image.id, "filename": name,
+                     **({"sample": True} if job.content["image_type"] == SAMPLES else {})}
+        kept.append(image)
+    return kept
+
+
+def _analyze(job: Job, images: list[_Image], policies: dict[str, Any],
+             results: dict[str, dict[str, Any]]) -> list[_Image]:
+    """Detection, estimation and extraction of a batch in the batcher, then the detect policy's
+    filter and samples per image; a batch the models refuse is retried one image at a time to find
+    the image at fault. The images that came through."""
+    from tasks import inference as gpu  # the worker's batcher and model switches
+
+    def refused(image: _Image, exc: APIError) -> None:
+        if exc.kind not in _IMAGE_ERRORS:
+            raise exc
+        results[image.name] = _failure(job, image.name, exc.kind, exc.detail)
+        sdk.delete_sources(job.scope, [image.ref])
+
+    options = processing.detect_options(policies)
+    try:
+        sizes, found = gpu._inference(lambda: gpu._analyzed(job.scope, [i.ref for i in images], options))
+    except APIError as exc:
+        if exc.kind not in _IMAGE_ERRORS:
+            raise
+        if len(images) > 1:
+            return [done for image in images for done in _analyze(job, [image], policies, results)]
+        refused(images[0], exc)
+        return []
+    kept = []
+    for image, size, analysis in zip(images, sizes, found):
+        try:
+            image.found = processing.detect(image.id, job.scope, [image.ref], policies, False, [size], [analysis])
+        except APIError as exc:
+            refused(image, exc)
+            continue
+        kept.append(image)
+    return kept
+
+
+def _match(job: Job, images: list[_Image], match_policy: list[dict[str, Any]]) -> None:
+    """Every face of the batch against the match policy's candidates in one search per match
+    (``processing.match`` adds the matches to the faces in place)."""
+    together = {"images": [image.found["images"][0] for image in images]}
+    with session_scope() as session:
+        processing.match(session, job.scope, together, match_policy, changes.last_seq(session))
+
+
+def part(job: Job, content: dict[str, Any]) -> list[dict[str, Any]]:
+    policies, origin = _policies(job)
+    names: list[str] = content["files"]
+    source_config = job.content["source"]
+    reader: Any
+    if sources.sources()[source_config["type"]].transient:
+        reader = sources.Packed(job.get_blob(f"part-{job.part}"))
+    else:
+        reader = sources.open_source(source_config, job.scope)
+    request_time = datetime.now(timezone.utc).isoformat()
+    results: dict[str, dict[str, Any]] = {}
+    step = max(1, settings.current().inference_batch_max)
+    try:
+        for start in range(0, len(names), step):
+            batch = _stored(job, reader, names[start:start + step], results)
+            batch = _analyze(job, batch, policies, results) if batch else []
+            if batch and policies["match_policy"]:
+                _match(job, batch, policies["match_policy"])
+            for image in batch:
+                request = {"images": [{"filename": image.name}], "time": request_time}
+                events = processing.save(image.found, job.scope, origin, policies, request, [image.ref])
+                results[image.name] = {"filename": image.name, "status": "success", "events": events}
+            job.progress(min(start + step, len(names)), len(names))
+    finally:
+        reader.close()
+    return [results[name] for name in names]
+
+
+def merge(job: Job, partials: Iterator[list[dict[str, Any]]]) -> Result:
+    entries: list[dict[str, Any]] = []
+    parts = 0
+    for partial in partials:
+        entries += partial
+        parts += 1
+    if sources.sources()[job.content["source"]["type"]].transient:
+        for n in range(parts):
+            job.delete_blob(f"part-{n}")
+    return Result(entries)
+
+
+registry.register(TaskType(
+    "estimator", EstimatorContentSchema, split, part, merge,
+    description="process the images of a ZIP archive, S3 bucket, network disk, FTP or Samba folder with a "
+                "handler's policies: events per image",
+    queue="gpu", check=check, unschedulable=unschedulable,
+    secrets=tuple(f"source.{path}" for path in sources.secrets())))
