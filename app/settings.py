@@ -183,6 +183,10 @@ SETTINGS: list[Setting] = [
             "two objects when its request gives no threshold"),
     Setting("archive_max_size_mb", float, 102400.0, "largest ZIP archive (packed, and each file unpacked) "
             "the estimator task accepts, in MiB"),
+    Setting("estimator_disk_roots", str, "", "comma-separated absolute folders the estimator task's "
+            "network_disk source may read below (empty: the network_disk source is off)"),
+    Setting("estimator_source_timeout_s", float, 10.0, "seconds the estimator task waits for an image source "
+            "(FTP, Samba, S3, archive URL) to connect or answer"),
     Setting("schedule_tick_s", float, 10.0, "seconds between beat's checks for task schedules that are due"),
     Setting("fernet_passphrase", str, "", "when set with salt: passwords and tokens in task bodies and "
             "notification policies are encrypted at rest with a Fernet key derived from both "

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from app import dispatch
+from app.errors import APIError
 from app.tasks import runner
 from tasks import celery
 
@@ -23,6 +24,9 @@ def split(task_id: int) -> dict[str, Any]:
     """List the task's subtasks and send one message per part not finished yet."""
     try:
         parts = runner.split(task_id)
+    except APIError as exc:  # the type's own verdict (a source refusing credentials): its kind and words
+        runner.fail(task_id, exc.kind, exc.detail)
+        return {"task_id": task_id, "parts": 0}
     except Exception:
         log.exception("task %s could not be split", task_id)
         runner.fail(task_id, "task_failed", f"task {task_id} could not be split into subtasks; "
