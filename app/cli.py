@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import getpass
+import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +260,177 @@ def buckets_migrate_s3(bucket: str, no_tagging: bool) -> None:
 
     rules, tagged = _store_call(image_store.migrate_s3, bucket, tag_existing=not no_tagging)
     click.echo(f"{bucket}: {rules} lifecycle rules added, {tagged} objects tagged")
+
+
+# ---- long tasks --------------------------------------------------------------------------------
+@main.group()
+def tasks() -> None:
+    """Long tasks: run, follow, list, show and cancel them through the REST API; re-encrypt their secrets."""
+
+
+class _Api:
+    """The REST API as the ``tasks`` commands call it: errors become one line and exit status 1."""
+
+    def __init__(self, url: str | None, user: str | None, password: str | None, token: str | None) -> None:
+        s = settings.current()
+        host = "127.0.0.1" if s.api_host in ("0.0.0.0", "::", "") else s.api_host
+        self.url = (url or f"http://{host}:{s.api_port}").rstrip("/")
+        self.auth = (user, password or "") if user else None
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def __call__(self, method: str, path: str, **kwargs: Any) -> Any:
+        import requests
+
+        try:
+            answer = requests.request(method, self.url + path, auth=self.auth, headers=self.headers, timeout=30,
+                                      **kwargs)
+        except requests.RequestException as exc:
+            raise click.ClickException(f"cannot reach the API at {self.url} ({type(exc).__name__})") from None
+        try:
+            body = answer.json() if answer.content else None
+        except ValueError:
+            body = None
+        if answer.status_code >= 400:
+            error = body if isinstance(body, dict) else {}
+            raise click.ClickException(f"{method} {path}: HTTP {answer.status_code} {error.get('error_code', '')} "
+                                       f"{error.get('desc', '')}: {error.get('detail', answer.reason)}")
+        return body
+
+
+def _api_options(command: Any) -> Any:
+    """Where the API is and who calls it (also FACEGATE_URL, FACEGATE_USER, FACEGATE_PASSWORD,
+    FACEGATE_TOKEN); the command gets an ``api`` argument."""
+    def call(url: str | None, user: str | None, password: str | None, token: str | None, **kwargs: Any) -> Any:
+        return command(api=_Api(url, user, password, token), **kwargs)
+
+    call.__name__, call.__doc__ = command.__name__, command.__doc__
+    for option in reversed([
+        click.option("--url", envvar="FACEGATE_URL", help="API base URL (default: api_host and api_port)"),
+        click.option("--user", envvar="FACEGATE_USER", help="login (Basic auth)"),
+        click.option("--password", envvar="FACEGATE_PASSWORD", help="password (Basic auth)"),
+        click.option("--token", envvar="FACEGATE_TOKEN", help="bearer token instead of login and password"),
+    ]):
+        call = option(call)
+    return call
+
+
+def _status_name(status: int) -> str:
+    from app.tasks.models import STATUS_NAMES
+
+    return STATUS_NAMES.get(status, str(status))
+
+
+def _progress_line(task: dict[str, Any], width: int = 30) -> str:
+    done, total = task["parts_done"], task["parts_total"]
+    filled = width * done // total if total else 0
+    return f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} parts  {_status_name(task['status']):<16}"
+
+
+@tasks.command("run")
+@click.argument("task_type")
+@click.option("--file", "body_file", type=click.File("r"), required=True,
+              help="the task's JSON body ({\"content\": {...}, ...}); - reads stdin")
+@click.option("--follow", is_flag=True, help="wait for the end, showing progress on stderr")
+@click.option("--interval", type=float, default=1.0, show_default=True, help="seconds between polls of --follow")
+@_api_options
+def tasks_run(api: _Api, task_type: str, body_file: Any, follow: bool, interval: float) -> None:
+    """Create a task of TASK_TYPE; with --follow, wait for it and print where its result is (exit
+    status 1 when it failed or was cancelled)."""
+    try:
+        body = json.load(body_file)
+    except ValueError as exc:
+        raise click.ClickException(f"{body_file.name}: not JSON ({exc})") from None
+    created = api("POST", f"/tasks/{task_type}", json=body)
+    task_id = created["task_id"]
+    click.echo(f"task {task_id} created: {api.url}/tasks/{task_id}")
+    if not follow:
+        return
+    from app.tasks.models import DONE, FINISHED
+
+    while True:
+        task = api("GET", f"/tasks/{task_id}")
+        click.echo(_progress_line(task), nl=False, err=True)
+        if task["status"] in FINISHED:
+            break
+        time.sleep(interval)
+    click.echo(err=True)
+    if task["status"] != DONE:
+        raise click.ClickException(f"task {task_id} {_status_name(task['status'])}; its errors: "
+                                   f"{api.url}/tasks/{task_id}/errors")
+    click.echo(f"{api.url}/tasks/{task_id}/result")
+
+
+@tasks.command("list")
+@click.option("--type", "task_type", help="only tasks of this type")
+@click.option("--status", type=int, help="only tasks in this status (0 pending ... 5 done)")
+@click.option("--page", type=int, default=1, show_default=True)
+@click.option("--page-size", type=int, default=50, show_default=True)
+@_api_options
+def tasks_list(api: _Api, task_type: str | None, status: int | None, page: int, page_size: int) -> None:
+    """One line per task, newest first: id, type, status, parts done of total, created, description."""
+    params = {"page": page, "page_size": page_size, "task_type": task_type, "status": status}
+    answer = api("GET", "/tasks", params={k: v for k, v in params.items() if v is not None})
+    for t in answer["tasks"]:
+        click.echo(f"{t['task_id']:>8}  {t['task_type']:<18} {_status_name(t['status']):<16} "
+                   f"{t['parts_done']:>5}/{t['parts_total']:<5} {t['create_time']}  {t['description']}")
+
+
+@tasks.command("show")
+@click.argument("task_id", type=int)
+@_api_options
+def tasks_show(api: _Api, task_id: int) -> None:
+    """The task as GET /tasks/{id} gives it (JSON)."""
+    click.echo(json.dumps(api("GET", f"/tasks/{task_id}"), indent=2))
+
+
+@tasks.command("cancel")
+@click.argument("task_id", type=int)
+@_api_options
+def tasks_cancel(api: _Api, task_id: int) -> None:
+    """Cancel a task: queued parts never start, running ones stop at their next batch."""
+    task = api("PATCH", f"/tasks/{task_id}", json={"action": "cancel"})
+    click.echo(f"task {task_id} {_status_name(task['status'])}")
+
+
+@tasks.command("reencrypt")
+@click.option("--old-passphrase", help="the fernet_passphrase the stored secrets were sealed with")
+@click.option("--old-salt", help="the salt they were sealed with")
+def tasks_reencrypt(old_passphrase: str | None, old_salt: str | None) -> None:
+    """Seal the passwords and tokens of every task body, notification policy, schedule and pending
+    task callback with the current fernet_passphrase and salt: secrets stored plain (before
+    encryption was turned on), or sealed under the old passphrase and salt. All or nothing: one
+    transaction, so a secret that does not open changes nothing."""
+    from sqlalchemy import select
+
+    from app.db import session_scope
+    from app.notifications.models import PENDING, CallbackDelivery
+    from app.tasks import notify, schedules, secrets
+    from app.tasks import service as task_service
+    from app.tasks.models import Schedule, Task
+
+    if bool(old_passphrase) != bool(old_salt):
+        raise click.UsageError("--old-passphrase and --old-salt go together")
+    old = secrets.key_from(old_passphrase, old_salt) if old_passphrase and old_salt else None
+    rows = [(Task, Task.task_id, task_service.reseal, ()),
+            (Schedule, Schedule.schedule_id, schedules.reseal, ()),
+            (CallbackDelivery, CallbackDelivery.delivery_id, notify.reseal,
+             (CallbackDelivery.task_id.isnot(None), CallbackDelivery.status == PENDING))]
+    counts = {}
+    try:
+        with session_scope() as session:
+            for model, key, reseal, where in rows:
+                after, counts[model.__tablename__] = 0, 0
+                while page := list(session.scalars(select(model).where(key > after, *where).order_by(key).limit(500))):
+                    for row in page:
+                        reseal(row, old)
+                    session.flush()
+                    after = getattr(page[-1], key.key)
+                    counts[model.__tablename__] += len(page)
+                    session.expunge_all()  # a page at a time in memory
+    except ValueError as exc:
+        raise click.ClickException(f"{exc}; nothing was changed") from None
+    s = settings.current()
+    how = "sealed with the current key" if s.fernet_passphrase and s.salt else \
+        "stored plain (fernet_passphrase and salt are not set)"
+    click.echo(f"secrets {how}: {counts['task']} tasks, {counts['task_schedule']} schedules, "
+               f"{counts['callback_delivery']} pending callbacks")

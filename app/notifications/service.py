@@ -40,6 +40,7 @@ from app.events.models import Outbox
 from app.notifications.models import DELIVERED, FAILED, PENDING, CallbackDelivery, RelayCursor
 from app.scope import Scope
 from app.tasks import secrets
+from app.tasks.notify import TARGET_SECRETS
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def _send(target: Mapping[str, Any], payload: Any, subject: str, delivery_id: in
         headers["Luna-Event-Id"] = subject
     headers.update({h["name"]: h["value"] for h in target.get("headers") or ()})
     try:  # a task's secrets stay sealed on the row (app.tasks.secrets)
-        target = secrets.opened(target, ("auth.password", "bearer"))
+        target = secrets.opened(target, TARGET_SECRETS)
     except ValueError:
         return "secret does not decrypt"
     auth = target.get("auth")

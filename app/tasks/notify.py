@@ -19,10 +19,12 @@ from sqlalchemy.orm import Session
 
 from app import dispatch
 from app.notifications.models import PENDING, CallbackDelivery
+from app.tasks import secrets
 from app.tasks.models import Task
 
 log = logging.getLogger(__name__)
 
+TARGET_SECRETS = ("auth.password", "bearer")
 _QUEUED = "task_deliveries"  # session.info key: deliveries to send once the session commits
 _HOOKED = "task_deliveries_hooked"
 
@@ -84,3 +86,9 @@ def _send_queued(session: Session) -> None:
 
 def _forget_queued(session: Session, previous_transaction: Any) -> None:
     session.info.pop(_QUEUED, None)
+
+
+def reseal(delivery: CallbackDelivery, old: Any) -> None:
+    """Re-seal the credentials of a task's pending delivery with the current key (``old`` as in
+    app.tasks.secrets.resealed)."""
+    delivery.target = secrets.resealed(delivery.target, TARGET_SECRETS, old)

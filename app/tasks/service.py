@@ -170,6 +170,15 @@ def result(scope: Scope, task_id: int) -> tuple[bytes, str, str]:
     return data, obj.content_type, f"task_{task_id}_{task_type}.{extension}"
 
 
+def reseal(task: Task, old: Any) -> None:
+    """Re-seal the secrets of a task's content and policy with the current key (``old``: the key
+    they were sealed with, or None for plain ones and the current key's): ``facegate tasks reencrypt``."""
+    known = registry.types().get(task.task_type)
+    task.content = secrets.resealed(task.content, known.secrets if known else (), old)
+    if task.notification_policy is not None:
+        task.notification_policy = secrets.resealed(task.notification_policy, secrets.POLICY_SECRETS, old)
+
+
 def notification_policy(scope: Scope, task_id: int) -> dict[str, Any] | None:
     with session_scope() as session:
         return secrets.hidden_policy(get_task(session, scope, task_id).notification_policy)

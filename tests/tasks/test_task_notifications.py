@@ -21,6 +21,7 @@ from app.notifications.models import CallbackDelivery
 from app.tasks import runner
 from app.tasks.models import Task
 from tests.conftest import Account
+from tests.tasks.test_cli import KEY_1
 from tests.tasks.test_framework import wait_status
 
 
@@ -104,7 +105,7 @@ def test_a_task_without_policy_sends_nothing(client: Any, account: Account, cele
 
 def test_the_policy_round_trips_without_secrets(client: Any, account: Account, receiver: str,
                                                 settings_override: Any, celery_worker: Any) -> None:
-    settings_override(fernet_passphrase="policy passphrase", salt="policy salt")
+    settings_override(**KEY_1)
     url = _hook(receiver)
     r = client.post("/tasks/counting", json={"content": {"n": 5, "parts": 1, "sleep_s": 0.3}}, headers=account.auth)
     task_id = r.json["task_id"]
