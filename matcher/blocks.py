@@ -66,6 +66,31 @@ def linked_pairs(x: np.ndarray, y: np.ndarray, threshold: float, *,
             yield i + r0, j + c0
 
 
+def spanning_links(i: np.ndarray, j: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The edges ``(i[k], j[k])`` over nodes ``0..n-1`` reduced to a forest with the same
+    components: (node, its component's least node) for every linked node that is not the least.
+
+    A tile can hold millions of pairs; unioning them one by one in Python would cost more than
+    scoring them. Roots hook onto the least root they share an edge with, and pointer jumping
+    flattens the trees, until every edge joins one root (a few rounds: each round halves the
+    distance between the ends of the longest unresolved path or better)."""
+    parent = np.arange(n)
+    while True:
+        pi, pj = parent[i], parent[j]
+        apart = pi != pj
+        if not apart.any():
+            break
+        np.minimum.at(parent, np.maximum(pi, pj)[apart], np.minimum(pi, pj)[apart])
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+    nodes = np.unique(np.concatenate([i, j]))
+    moved = parent[nodes] != nodes
+    return nodes[moved], parent[nodes][moved]
+
+
 class UnionFind:
     """Disjoint sets of hashable items (object ids), with path halving and union by size."""
 
@@ -114,6 +139,6 @@ def components(x: np.ndarray, threshold: float) -> list[list[int]]:
     """The connected components of rows of ``x`` (indices), joined where similarity is over ``threshold``."""
     sets = UnionFind(range(len(x)))
     for i, j in linked_pairs(x, x, threshold, same=True):
-        for a, b in zip(i.tolist(), j.tolist()):
+        for a, b in zip(*(v.tolist() for v in spanning_links(i, j, len(x)))):
             sets.union(a, b)
     return sets.components()

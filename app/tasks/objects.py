@@ -33,8 +33,6 @@ from app.schemas import StrictSchema
 from app.scope import Scope, scoped
 
 OBJECTS_TYPES = ("faces", "events")
-# Objects per part: a part holds this many descriptors (512 bytes each) beside one streamed chunk.
-CHUNK_SIZE = 1000
 Range = dict[str, str | None]  # {"gte": id or None, "lt": id or None}: what a part's content carries
 
 
@@ -64,26 +62,32 @@ class SelectionSchema(StrictSchema):
         return data
 
 
-def _key(objects_type: str) -> Any:
+def key_of(objects_type: str) -> Any:
+    """The id column of the objects: time-ordered, what ranges split by."""
     return Face.face_id if objects_type == "faces" else Event.event_id
 
 
-def _selected(session: Session, scope: Scope, selection: Mapping[str, Any], *columns: Any) -> Select[Any]:
-    """``columns`` of the selected objects that have a descriptor of the default version."""
-    version = settings.current().face_descriptor_version
+def selected(session: Session, scope: Scope, selection: Mapping[str, Any], *columns: Any) -> Select[Any]:
+    """``columns`` of every object the selection's filters name, with a descriptor or without."""
     filters = selection["filters"]
     if selection["objects_type"] == "faces":
-        query = scoped(Face, scope, *columns).join(
-            FaceDescriptor, (FaceDescriptor.face_id == Face.face_id) & (FaceDescriptor.version == version))
-        return faces.filtered(query, filters)
-    query = scoped(Event, scope, *columns).join(
-        EventDescriptor, (EventDescriptor.event_id == Event.event_id) & (EventDescriptor.version == version))
-    return query.where(*conditions(events.EVENTS.filters, filters, dialect_of(session)))
+        return faces.filtered(scoped(Face, scope, *columns), filters)
+    return scoped(Event, scope, *columns).where(*conditions(events.EVENTS.filters, filters, dialect_of(session)))
 
 
-def _in_range(query: Select[Any], key: Any, bounds: Range | None) -> Select[Any]:
-    if bounds is None:
-        return query
+def described(session: Session, scope: Scope, selection: Mapping[str, Any], *columns: Any) -> Select[Any]:
+    """:func:`selected` narrowed to the objects with a descriptor of the default version; ``columns``
+    may name the descriptor (``FaceDescriptor.descriptor`` or ``EventDescriptor.descriptor``)."""
+    version = settings.current().face_descriptor_version
+    query = selected(session, scope, selection, *columns)
+    if selection["objects_type"] == "faces":
+        return query.join(FaceDescriptor, (FaceDescriptor.face_id == Face.face_id) & (FaceDescriptor.version == version))
+    return query.join(EventDescriptor,
+                      (EventDescriptor.event_id == Event.event_id) & (EventDescriptor.version == version))
+
+
+def in_range(query: Select[Any], key: Any, bounds: Mapping[str, Any]) -> Select[Any]:
+    """``query`` narrowed to ``key`` in ``[gte, lt)`` (an absent bound: open)."""
     if bounds.get("gte"):
         query = query.where(key >= uuid.UUID(bounds["gte"]))
     if bounds.get("lt"):
@@ -93,15 +97,13 @@ def _in_range(query: Select[Any], key: Any, bounds: Range | None) -> Select[Any]
 
 def check(session: Session, scope: Scope, selection: Mapping[str, Any]) -> None:
     """Compile the selection's filters (a bad JSON path is a 400 at creation, not a failed part)."""
-    _selected(session, scope, selection, _key(selection["objects_type"]))
+    selected(session, scope, selection, key_of(selection["objects_type"]))
 
 
-def id_ranges(session: Session, scope: Scope, selection: Mapping[str, Any], size: int = CHUNK_SIZE) -> list[Range]:
-    """Consecutive id ranges of about ``size`` selected objects each, covering all of them (none
-    when nothing is selected). The first range is open below and the last above."""
-    key = _key(selection["objects_type"])
-    numbered = _selected(session, scope, selection, key.label("id"),
-                         func.row_number().over(order_by=key).label("n")).subquery()
+def id_ranges(session: Session, query: Select[Any], key: Any, size: int) -> list[Range]:
+    """Consecutive ``key`` ranges of about ``size`` rows of ``query`` each, covering all of them
+    (none when it has no rows); the first is open below, the last above."""
+    numbered = query.with_only_columns(key.label("id"), func.row_number().over(order_by=key).label("n")).subquery()
     starts = [str(i) for i in session.scalars(select(numbered.c.id).where((numbered.c.n - 1) % size == 0)
                                               .order_by(numbered.c.id))]
     if not starts:
@@ -110,18 +112,24 @@ def id_ranges(session: Session, scope: Scope, selection: Mapping[str, Any], size
     return [{"gte": a, "lt": b} for a, b in zip(bounds, bounds[1:])]
 
 
+def described_ranges(session: Session, scope: Scope, selection: Mapping[str, Any], size: int) -> list[Range]:
+    """:func:`id_ranges` of the selected objects with descriptors."""
+    key = key_of(selection["objects_type"])
+    return id_ranges(session, described(session, scope, selection, key), key, size)
+
+
 def descriptors(session: Session, scope: Scope, selection: Mapping[str, Any],
-                bounds: Range | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
+                bounds: Mapping[str, Any] | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
     """(ids, float32 descriptors) of the selected objects in ``bounds``, a chunk at a time, in id order."""
     objects_type = selection["objects_type"]
-    key = _key(objects_type)
+    key = key_of(objects_type)
     column = FaceDescriptor.descriptor if objects_type == "faces" else EventDescriptor.descriptor
-    query = _in_range(_selected(session, scope, selection, key, column), key, bounds).order_by(key)
+    query = in_range(described(session, scope, selection, key, column), key, bounds or {}).order_by(key)
     return descriptor_chunks(session, query)
 
 
 def load(session: Session, scope: Scope, selection: Mapping[str, Any],
-         bounds: Range | None = None) -> tuple[list[str], np.ndarray]:
+         bounds: Mapping[str, Any] | None = None) -> tuple[list[str], np.ndarray]:
     """All of :func:`descriptors` at once: for a part's own range, which holds about one chunk."""
     ids: list[str] = []
     blocks: list[np.ndarray] = []

@@ -83,3 +83,19 @@ def test_union_find_links_rebuild_the_sets() -> None:
         rebuilt.union(a, b)
     assert sorted(map(sorted, rebuilt.components())) == [["a", "c", "e"], ["b", "d"], ["f"], ["g"]]
     assert len(sets.links()) == 3
+
+
+def test_spanning_links_keep_the_components() -> None:
+    rng = np.random.default_rng(4)
+    n = 300
+    i, j = rng.integers(0, n, 400), rng.integers(0, n, 400)
+    chain = np.arange(0, n - 2, 2)  # a long path 0-2-4-...: the slowest shape for hooking
+    i, j = np.r_[i, chain], np.r_[j, chain + 2]
+    nodes, roots = blocks.spanning_links(i, j, n)
+    assert len(nodes) < n and (roots < nodes).all()
+    direct, reduced = blocks.UnionFind(range(n)), blocks.UnionFind(range(n))
+    for a, b in zip(i.tolist(), j.tolist()):
+        direct.union(a, b)
+    for a, b in zip(nodes.tolist(), roots.tolist()):
+        reduced.union(a, b)
+    assert sorted(map(sorted, direct.components())) == sorted(map(sorted, reduced.components()))

@@ -252,3 +252,26 @@ def test_bad_json_path_is_400(client: Any, account: Account) -> None:
     r = client.post("/tasks/clustering", json={"content": {"objects_type": "events", "filters": {"meta.a__zz": 1}}},
                     headers=account.auth)
     assert r.status_code == 400 and r.json["error_code"] == 60001, r.json
+
+
+def test_many_parts_give_the_same_results(client: Any, gallery: Gallery, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts of five objects (the worker runs in this process): ranges, the forests' merge and the
+    parts' concatenation give what one part gives."""
+    from app.tasks.types import clustering, cross_match, reporter
+
+    everyone = {"objects_type": "faces"}
+    whole = result(client, gallery.account, "clustering", everyone)["result"]
+    matches = result(client, gallery.account, "cross_match", {"references": everyone, "candidates": everyone})
+    monkeypatch.setattr(clustering, "PART_SIZE", 5)
+    monkeypatch.setattr(cross_match, "PART_SIZE", 5)
+    monkeypatch.setattr(reporter, "PART_ROWS", {False: 5, True: 5})
+    task = run_task(client, gallery.account, "clustering", everyone)
+    assert task["parts_total"] == 3
+    assert client.get(f"/tasks/{task['task_id']}/result", headers=gallery.account.auth).json["result"] == whole
+    task = run_task(client, gallery.account, "cross_match", {"references": everyone, "candidates": everyone})
+    assert task["parts_total"] == 3
+    assert client.get(f"/tasks/{task['task_id']}/result", headers=gallery.account.auth).json == matches
+    archive = _report(client, gallery.account, {"task_id": task["task_id"] - 1, "columns": ["user_data"],
+                                                "with_images": True})
+    rows = list(csv.reader(io.StringIO(archive.read("report.csv").decode())))
+    assert len(rows) == 1 + len(gallery.faces) and len(archive.namelist()) == 1 + len(gallery.faces)

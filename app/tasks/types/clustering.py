@@ -2,9 +2,10 @@
 
 Each part takes one id range of the selection (its rows of the similarity matrix) and compares it
 with every object from the range's start on, streamed in chunks, so the pairs above the diagonal
-are all compared once per part pair and memory holds one range and one chunk. A part keeps only
-the forest of its union-find (one link per object it joined), which the merge unions into the
-connected components: a part's output is bounded by the objects, never by the pairs.
+are all compared once per part pair and memory holds one range and one chunk. Each tile's pairs
+are first reduced to a spanning forest in numpy (``spanning_links``), and a part keeps only the
+forest of its union-find (one link per object it joined), which the merge unions into the
+connected components: Python work and a part's output are bounded by the objects, never by the pairs.
 """
 from __future__ import annotations
 
@@ -14,11 +15,10 @@ from marshmallow import fields, validate
 
 from app import settings
 from app.db import session_scope
-from app.scope import Scope
 from app.tasks import objects, registry
 from app.tasks.registry import Result, TaskType
 from app.tasks.runner import Job
-from matcher.blocks import UnionFind, linked_pairs
+from matcher.blocks import UnionFind, linked_pairs, spanning_links
 
 # Objects per part: the rows a part compares with everything after them.
 PART_SIZE = 4000
@@ -35,7 +35,7 @@ def split(job: Job) -> list[dict[str, Any]]:
     if threshold is None:  # fixed here, so every part of the task uses the same one
         threshold = settings.current().clustering_threshold_default
     with session_scope() as session:
-        ranges = objects.id_ranges(session, job.scope, job.content, PART_SIZE)
+        ranges = objects.described_ranges(session, job.scope, job.content, PART_SIZE)
     return [{**bounds, "threshold": threshold, "after": (len(ranges) - i) * PART_SIZE}
             for i, bounds in enumerate(ranges)]
 
@@ -48,9 +48,10 @@ def part(job: Job, content: dict[str, Any]) -> dict[str, Any]:
             sets.add(i)
         compared = 0
         for chunk_ids, chunk in objects.descriptors(session, job.scope, job.content, {"gte": content["gte"]}):
+            nodes = [*ids, *chunk_ids]  # a tile's pairs join rows to columns numbered after the rows
             for i, j in linked_pairs(rows, chunk, content["threshold"]):
-                for a, b in zip(i.tolist(), j.tolist()):
-                    sets.union(ids[a], chunk_ids[b])
+                for a, b in zip(*(v.tolist() for v in spanning_links(i, j + len(ids), len(nodes)))):
+                    sets.union(nodes[a], nodes[b])
             compared += len(chunk_ids)
             job.progress(compared, max(compared, content["after"]))
     return {"ids": ids, "links": sets.links()}
@@ -69,7 +70,7 @@ def merge(job: Job, partials: Iterator[Any]) -> Result:
 
 
 def check(session: Any, principal: Any, content: dict[str, Any]) -> None:
-    objects.check(session, Scope.of(principal.account_id), content)
+    objects.check(session, principal.scope, content)
 
 
 registry.register(TaskType("clustering", ClusteringSchema, split, part, merge, check=check,

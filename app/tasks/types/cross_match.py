@@ -1,6 +1,6 @@
 """Cross-matching: every selected reference against every selected candidate, the best few kept.
 
-Parts are id ranges of the references (``objects.CHUNK_SIZE`` each); a part holds its references
+Parts are id ranges of the references (``PART_SIZE`` each); a part holds its references
 and streams the candidates in chunks through the matcher's exact streamed top-k
 (``matcher.stream.topk_stream``), so memory is one range and one chunk whatever the sizes.
 An object is never its own candidate (when references and candidates are of one type).
@@ -15,12 +15,14 @@ from marshmallow import fields, validate
 
 from app.db import session_scope
 from app.schemas import SettingMax, StrictSchema
-from app.scope import Scope
 from app.tasks import objects, registry
 from app.tasks.registry import Result, TaskType
 from app.tasks.runner import Job
 from matcher.similarity import similarity
 from matcher.stream import topk_stream
+
+# References per part: held in memory while every candidate streams past them.
+PART_SIZE = 1000
 
 
 class CrossMatchSchema(StrictSchema):
@@ -34,7 +36,7 @@ class CrossMatchSchema(StrictSchema):
 
 def split(job: Job) -> list[dict[str, Any]]:
     with session_scope() as session:
-        return objects.id_ranges(session, job.scope, job.content["references"])
+        return objects.described_ranges(session, job.scope, job.content["references"], PART_SIZE)
 
 
 def _watched(job: Job, chunks: Iterable[tuple[list[str], np.ndarray]]) -> Iterator[tuple[list[str], np.ndarray]]:
@@ -71,7 +73,7 @@ def merge(job: Job, partials: Iterator[Any]) -> Result:
 
 def check(session: Any, principal: Any, content: dict[str, Any]) -> None:
     for selection in (content["references"], content["candidates"]):
-        objects.check(session, Scope.of(principal.account_id), selection)
+        objects.check(session, principal.scope, selection)
 
 
 registry.register(TaskType("cross_match", CrossMatchSchema, split, part, merge, check=check,

@@ -65,7 +65,7 @@ def _clustering(session: Any, scope: Scope, content: dict[str, Any]) -> Task:
 
 
 def check(session: Any, principal: Any, content: dict[str, Any]) -> None:
-    _clustering(session, Scope.of(principal.account_id), content)
+    _clustering(session, principal.scope, content)
 
 
 def split(job: Job) -> list[dict[str, Any]]:
