@@ -20,7 +20,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from app import settings
-from app.db import dialect_of
+from app.db import dialect_of, session_scope
 from app.events import service as events
 from app.events.models import Event, EventDescriptor
 from app.events.schemas import MAX_FILTER_IDS, EventStatsFilters, ListOrText
@@ -31,6 +31,7 @@ from app.filters import conditions
 from app.matching.service import _chunks as descriptor_chunks
 from app.schemas import StrictSchema
 from app.scope import Scope, scoped
+from app.tasks.runner import Job
 
 OBJECTS_TYPES = ("faces", "events")
 Range = dict[str, str | None]  # {"gte": id or None, "lt": id or None}: what a part's content carries
@@ -138,6 +139,22 @@ def load(session: Session, scope: Scope, selection: Mapping[str, Any],
         blocks.append(chunk)
     dim = blocks[0].shape[1] if blocks else 0
     return ids, np.concatenate(blocks) if blocks else np.empty((0, dim), dtype=np.float32)
+
+
+def report_missing(job: Job, selection: Mapping[str, Any]) -> None:
+    """Record an error for each id the selection lists (``face_ids``, ``event_ids``) that takes no
+    part: missing, another account's, outside the other filters, or without a descriptor."""
+    objects_type = selection["objects_type"]
+    listed = [str(i) for i in selection["filters"].get(f"{objects_type[:-1]}_ids") or ()]
+    if not listed:
+        return
+    key = key_of(objects_type)
+    with session_scope() as session:
+        found = {str(i) for i in session.scalars(described(session, job.scope, selection, key))}
+    for i in listed:
+        if i not in found:
+            job.error("objects_not_found", f"{objects_type[:-1]} {i} not found, or without a descriptor of the "
+                                           "default version", i)
 
 
 def face_descriptors(session: Session, scope: Scope, face_ids: Sequence[str]) -> dict[str, np.ndarray]:

@@ -130,6 +130,13 @@ def test_cross_match_omits_references_without_match(client: Any, gallery: Galler
                    "threshold": 0.6})
     assert body == {"result": [], "errors": []}
 
+    nobody = "0190e7a4-0000-7000-8000-000000000000"
+    body = result(client, gallery.account, "cross_match",
+                  {"references": {"objects_type": "faces", "filters": {"face_ids": [*putin, nobody]}},
+                   "candidates": {"objects_type": "faces"}, "threshold": 0.6})
+    assert {m["reference_id"] for m in body["result"]} == set(putin)
+    assert [(e["error_code"], e["additional_info"]) for e in body["errors"]] == [(70016, nobody)]
+
 
 def test_roc_by_hand() -> None:
     """Four faces on a line (a, b of label 0 at 0 and 0.3; c, d of label 1 at 0.5 and 1.5).

@@ -58,6 +58,7 @@ def part(job: Job, content: dict[str, Any]) -> dict[str, Any]:
 
 
 def merge(job: Job, partials: Iterator[Any]) -> Result:
+    objects.report_missing(job, job.content)
     sets = UnionFind()
     for p in partials:
         for i in p["ids"]:

@@ -68,6 +68,8 @@ def part(job: Job, content: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def merge(job: Job, partials: Iterator[Any]) -> Result:
+    for selection in (job.content["references"], job.content["candidates"]):
+        objects.report_missing(job, selection)
     return Result([match for p in partials for match in p])
 
 
