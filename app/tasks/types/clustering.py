@@ -1,8 +1,8 @@
 """Clustering: the selected faces or events joined into groups where their similarity is over a threshold.
 
 Each part takes one id range of the selection (its rows of the similarity matrix) and compares it
-with every object from the range's start on, streamed in chunks, so the pairs above the diagonal
-are all compared once per part pair and memory holds one range and one chunk. Each tile's pairs
+with every object from the range's start on, streamed in chunks: every pair is compared by the part
+of its earlier object, and memory holds one range and one chunk. Each tile's pairs
 are first reduced to a spanning forest in numpy (``spanning_links``), and a part keeps only the
 forest of its union-find (one link per object it joined), which the merge unions into the
 connected components: Python work and a part's output are bounded by the objects, never by the pairs.
