@@ -312,3 +312,60 @@ def test_linker_refuses_a_foreign_list_and_two_lists(client: Any, owner: Account
         r = client.post("/tasks/linker", json={"content": {"objects_type": "faces", "list": target}},
                         headers=owner.auth)
         assert r.status_code == status, (target, r.json)
+
+
+# ---- additional extraction ----------------------------------------------------------------------------
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    return fmt.similarity(float(np.linalg.norm(a - b)))
+
+
+def face_vector(client: Any, account: Account, face_id: str) -> np.ndarray:
+    r = client.get(f"/faces/{face_id}/descriptors", headers=account.auth)
+    assert r.status_code == 200, r.json
+    [stored] = r.json["descriptors"]
+    assert stored["version"] == fmt.DESCRIPTOR_VERSION
+    return fmt.unpack(base64.b64decode(stored["descriptor"]))[1]
+
+
+def test_additional_extract_recreates_a_descriptor_from_the_sample(client: Any, owner: Account,
+                                                                    photos: list[dict[str, Any]]) -> None:
+    from app.db import session_scope
+    from app.faces.models import ChangeLog
+
+    tag = uuid.uuid4().hex
+    face = new_face(client, owner, photos[0], tag)
+    assert client.delete(f"/faces/{face}/descriptors", headers=owner.auth).status_code == 204
+    bare = new_face(client, owner, None, tag)
+    whole = new_face(client, owner, photos[1], tag)  # has its descriptor: not touched
+    task = run_task(client, owner, "additional_extract", {"objects_type": "faces", "filters": {"user_data": tag},
+                                                          "extraction_target": "face_descriptor"})
+    r = result(client, owner, task).json
+    assert r["result"] == {"extracted": 1, "skipped": 1}
+    assert [(e["error_code"], e["additional_info"]) for e in r["errors"]] == [(70015, bare)]
+    again = face_vector(client, owner, face)
+    # the sample is the photo's aligned face (as JPEG): the same person, another one's far
+    assert similarity(again, vector(photos[0])) > 0.9 and similarity(again, vector(photos[1])) < 0.5
+    np.testing.assert_allclose(face_vector(client, owner, whole), vector(photos[1]), atol=1e-6)
+    with session_scope() as session:  # the matcher's feed learns the new descriptor
+        kinds = session.scalars(select(ChangeLog.kind).where(ChangeLog.face_id == uuid.UUID(face))
+                                .order_by(ChangeLog.seq)).all()
+    assert kinds[-1] == "descriptor_added"
+
+
+def test_additional_extract_basic_attributes_of_events(client: Any, owner: Account,
+                                                       photos: list[dict[str, Any]]) -> None:
+    from app.db import session_scope
+    from app.events.models import Event
+
+    tag = uuid.uuid4().hex
+    now = datetime.now(timezone.utc)
+    event = new_event(owner, tag, when=now, sample_id=new_sample(client, owner, photos[0]["sample"]))
+    with session_scope() as session:  # as a handler that did not estimate them would have saved it
+        session.get(Event, uuid.UUID(event)).attributes = {"quality": 0.8}
+    task = run_task(client, owner, "additional_extract", {"objects_type": "events", "filters": {"user_data": tag},
+                                                          "extraction_target": "basic_attributes"})
+    assert result(client, owner, task).json["result"] == {"extracted": 1, "skipped": 0}
+    with session_scope() as session:
+        attributes = session.get(Event, uuid.UUID(event)).attributes
+    assert attributes["quality"] == 0.8
+    assert attributes["basic_attributes"]["gender_label"] == "male" and 20 < attributes["basic_attributes"]["age"] < 90

@@ -1,4 +1,5 @@
 """The task types: importing this package registers every one (``app.tasks.registry``)."""
+import app.tasks.types.additional_extract  # noqa: F401
 import app.tasks.types.clustering  # noqa: F401
 import app.tasks.types.cross_match  # noqa: F401
 import app.tasks.types.estimator  # noqa: F401
