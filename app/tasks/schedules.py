@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -47,14 +48,20 @@ log = logging.getLogger(__name__)
 
 RUNNING, STOPPED = "running", "stopped"
 BATCH = 100  # due schedules one tick fires; the rest wait for the next tick
+_TOKEN = re.compile(r"^(\*|\?|L|LW|\d+|\d+W|\d#\d|\d?L|[A-Za-z]{3})$")
 FILTERS = Filterable(equal={"task_type": Schedule.task_type, "status": Schedule.status},
                      ranges={"create_time": Schedule.create_time, "next_run_time": Schedule.next_run_time})
 
 
 def next_run(cron: str, after: datetime) -> datetime:
     """The first cron time after ``after``; 400 ``bad_cron`` for an expression that has none."""
-    if len(cron.split()) != 5:
+    fields = cron.split()
+    if len(fields) != 5:
         raise APIError("bad_cron", f"'{cron[:128]}': a cron expression has 5 fields (minute hour day month weekday)")
+    # croniter's own extensions (R random, H hashed) would move a schedule each time it is read
+    if not all(_TOKEN.match(t) for f in fields for t in re.split(r"[,/-]", f)):
+        raise APIError("bad_cron", f"'{cron[:128]}': a field has numbers, names (JAN, SUN), *, ?, L, W, #, "
+                                   "ranges (-), steps (/) and lists (,)")
     try:
         return croniter(cron, after, day_or=False).get_next(datetime)
     except (CroniterError, ValueError, KeyError):

@@ -166,4 +166,4 @@ def test_secrets_sealed_at_rest_and_reencrypted(client: Any, account: Account, s
         (fired,) = session.scalars(select(Task.task_id).where(Task.schedule_id == schedule_id)).all()
     assert wait_status(client, account.auth, fired, (3, 5))["status"] == 5
     assert SECRETS[fired] == "sch-1"
-    client.delete(f"/tasks/schedules/{schedule_id}", headers=account.auth)
+    client.patch(f"/tasks/schedules/{schedule_id}", json={"action": "stop"}, headers=account.auth)
