@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -82,11 +83,12 @@ _SMB_CONF = """[global]
 
 
 @pytest.fixture(scope="session")
-def smb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def smb_server() -> Iterator[Server]:
     smbd, smbpasswd = shutil.which("smbd", path="/usr/sbin:/usr/bin"), shutil.which("smbpasswd")
     if smbd is None or smbpasswd is None or os.geteuid() != 0:
         pytest.skip("smbd and smbpasswd (Debian's samba package) and root are needed for the Samba tests")
-    base = tmp_path_factory.mktemp("smb")
+    # not below pytest's temporary folder: smbd reads as the share's user, who may not enter it
+    base = Path(tempfile.mkdtemp(prefix="facegate-smb-"))
     base.chmod(0o755)
     state, shares = base / "state", base / "shares"
     for folder in (state, shares / "private", shares / "public"):
@@ -97,8 +99,9 @@ def smb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     conf.write_text(_SMB_CONF.format(port=port, state=state, shares=shares, user=SMB_USER))
     subprocess.run([smbpasswd, "-c", str(conf), "-a", "-s", SMB_USER], input=f"{SMB_PASSWORD}\n{SMB_PASSWORD}\n",
                    text=True, check=True, capture_output=True)
+    # a session of its own: smbd signals its whole process group when it stops
     process = subprocess.Popen([smbd, "--foreground", "--no-process-group", "-s", str(conf)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -116,3 +119,4 @@ def smb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+        shutil.rmtree(base, ignore_errors=True)

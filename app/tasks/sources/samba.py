@@ -27,6 +27,7 @@ from app.tasks.sources import (
 )
 
 WHAT = "Samba server"
+_ACCESS_DENIED = 0xC0000022
 
 
 class SambaSchema(SourceSchema):
@@ -61,7 +62,7 @@ def _errors() -> Iterator[None]:
     except (BadNetworkName, ObjectNameNotFound, ObjectPathNotFound):
         raise not_found(WHAT, "share or folder") from None
     except SMBOSError as exc:
-        if exc.errno == errno.EACCES:
+        if exc.errno == errno.EACCES or exc.ntstatus == _ACCESS_DENIED:
             raise auth_failed(WHAT) from None
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             raise not_found(WHAT, "share or folder") from None
