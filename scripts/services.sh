@@ -47,6 +47,17 @@ else
   wait_for $PGPORT && echo "postgresql: started on 127.0.0.1:$PGPORT"
 fi
 
+# smbd serves the Samba shares of the estimator task's tests (tests/tasks/servers.py starts its own
+# on a free port; none runs here). Installing needs root; without it those tests are skipped.
+if [ "$(id -u)" = 0 ] && ! command -v smbd >/dev/null 2>&1 && [ ! -x /usr/sbin/smbd ]; then
+  [ -n "${APT_UPDATED:-}" ] || { apt-get update -qq; APT_UPDATED=1; }
+  if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq samba >/dev/null; then
+    echo "samba: installed (smbd for the tests)"
+  else
+    echo "samba: could not be installed (the Samba tests are skipped)"
+  fi
+fi
+
 # RabbitMQ is optional: the RabbitMQ variants of tests/platform/test_redelivery.py run when one
 # answers on 127.0.0.1:5672 (guest/guest) and are skipped otherwise; the platform's broker is Redis.
 if listening 5672; then
