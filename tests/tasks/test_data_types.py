@@ -172,27 +172,48 @@ def test_gc_deletes_the_filtered_faces_and_their_samples(client: Any, owner: Acc
     assert client.get(f"/samples/faces/{kept_sample}", headers=owner.auth).status_code == 200
 
 
-def test_gc_events_keep_the_hourly_statistics_true(client: Any, owner: Account) -> None:
-    from app.db import session_scope
-    from app.events.models import Event, EventDescriptor, EventStatsHourly
+def hourly(account: Account, rebuilt: bool = False) -> list[tuple[Any, ...]]:
+    """The account's hourly statistics rows; ``rebuilt``: as made anew from its events (rolled back)."""
+    from app.db import session_factory
+    from app.events import service as events
+    from app.events.models import EventStatsHourly as H
 
-    tag = uuid.uuid4().hex
+    session = session_factory()()
+    try:
+        if rebuilt:
+            events.rebuild_hourly(session)
+        rows = session.execute(select(H.create_time, H.handler_id, H.source, H.events, H.similarity_count,
+                                      H.similarity_sum, H.similarity_min, H.similarity_max)
+                               .where(H.account_id == uuid.UUID(account.account_id))
+                               .order_by(H.create_time, H.handler_id, H.source)).all()
+    finally:
+        session.rollback()
+        session.close()
+    return [tuple(round(v, 9) if isinstance(v, float) else v for v in row) for row in rows]
+
+
+def test_gc_events_keep_the_hourly_statistics_true(client: Any, account: Account, celery_worker: Any) -> None:
+    from app.db import session_scope
+    from app.events.models import Event, EventDescriptor
+
     hour = datetime(2021, 3, 4, 10, tzinfo=timezone.utc)
-    old = [new_event(owner, tag, when=hour + timedelta(minutes=m), similarity=s) for m, s in ((1, 0.9), (2, 0.2))]
-    new_event(owner, tag, when=hour + timedelta(minutes=40), similarity=0.5)
-    cut = (hour + timedelta(minutes=30)).isoformat()
-    task = run_task(client, owner, "gc", {"target": "events", "filters": {"create_time__lt": cut}})
-    assert result(client, owner, task).json["result"] == {"deleted": 2}
+    handler = str(uuid.uuid4())
+    old = [new_event(account, "t", when=hour + timedelta(minutes=m), similarity=s) for m, s in ((1, 0.9), (2, 0.2))]
+    old.append(new_event(account, "t", when=hour - timedelta(hours=1), similarity=None))
+    kept = [new_event(account, "t", when=hour + timedelta(minutes=40), similarity=s) for s in (0.5, 0.7, None)]
     with session_scope() as session:
-        left = session.scalars(select(Event.event_id).where(Event.account_id == uuid.UUID(owner.account_id))).all()
-        assert old[0] not in map(str, left) and len(left) >= 1
+        session.get(Event, uuid.UUID(kept[0])).handler_id = uuid.UUID(handler)
+    cut = (hour + timedelta(minutes=30)).isoformat()
+    task = run_task(client, account, "gc", {"target": "events", "filters": {"create_time__lt": cut}})
+    assert result(client, account, task).json["result"] == {"deleted": 3}
+    with session_scope() as session:
+        left = session.scalars(select(Event.event_id).where(Event.account_id == uuid.UUID(account.account_id))).all()
+        assert sorted(map(str, left)) == sorted(kept)
         assert session.scalar(select(func.count()).select_from(EventDescriptor)
                               .where(EventDescriptor.event_id.in_([uuid.UUID(e) for e in old]))) == 0
-        stats = session.execute(select(EventStatsHourly.events, EventStatsHourly.similarity_min,
-                                       EventStatsHourly.similarity_max)
-                                .where(EventStatsHourly.account_id == uuid.UUID(owner.account_id),
-                                       EventStatsHourly.create_time == hour)).all()
-    assert [tuple(s) for s in stats] == [(1, 0.5, 0.5)]
+    after = hourly(account)
+    assert after == hourly(account, rebuilt=True)
+    assert sorted((row[3], row[6], row[7]) for row in after) == [(1, 0.5, 0.5), (2, 0.7, 0.7)]
 
 
 def test_gc_refuses_users_admin_targets_and_empty_filters(client: Any, owner: Account,

@@ -15,11 +15,11 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from marshmallow import ValidationError, fields, post_load, validate
-from sqlalchemy import Row, Select, delete, select
+from sqlalchemy import Row, Select, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from app import settings
@@ -27,7 +27,7 @@ from app.accounts.models import Account
 from app.db import dialect_of, session_scope
 from app.errors import APIError
 from app.events import service as events
-from app.events.models import Event, EventDescriptor, EventStatsHourly, GeneralEvent
+from app.events.models import NO_HANDLER, NO_SOURCE, Event, EventDescriptor, EventStatsHourly, GeneralEvent
 from app.faces import changes
 from app.faces import service as faces
 from app.faces.models import Face, FaceDescriptor
@@ -216,16 +216,24 @@ def _event_samples(detections: Any) -> list[tuple[str, str]]:
             if d.get("sample_id") and d.get("type") in image_store.SAMPLE_KINDS]
 
 
-def _recount_hours(session: Session, hours: set[tuple[uuid.UUID, Any]]) -> None:
-    """Count the hourly statistics of these (account, hour) keys again from the events left."""
+def _recount_hours(session: Session, hours: set[tuple[uuid.UUID, datetime]]) -> None:
+    """Count the hourly statistics of these (account, hour) keys again from the events left: one
+    grouped read of each hour's index range, whatever share of it was deleted."""
     for account_id, hour in sorted(hours):
         session.execute(delete(EventStatsHourly).where(EventStatsHourly.account_id == account_id,
                                                        EventStatsHourly.create_time == hour))
-        left = (scoped(Event, Scope.of(account_id), Event.create_time, Event.handler_id, Event.source,
-                       Event.top_similarity)
-                .where(Event.create_time >= hour, Event.create_time < hour + timedelta(hours=1)))
-        for rows in session.execute(left.execution_options(yield_per=50_000)).partitions():
-            events._roll_up(session, account_id, [r._asdict() for r in rows])
+        similarity = Event.top_similarity
+        groups = session.execute(
+            scoped(Event, Scope.of(account_id), Event.handler_id, Event.source, func.count(), func.count(similarity),
+                   func.coalesce(func.sum(similarity), 0.0), func.min(similarity), func.max(similarity))
+            .where(Event.create_time >= hour, Event.create_time < hour + timedelta(hours=1))
+            .group_by(Event.handler_id, Event.source)).all()
+        if groups:
+            session.execute(insert(EventStatsHourly.__table__), [
+                {"account_id": account_id, "create_time": hour, "handler_id": handler or NO_HANDLER,
+                 "source": NO_SOURCE if source is None else source, "events": n, "similarity_count": counted,
+                 "similarity_sum": total, "similarity_min": least, "similarity_max": most}
+                for handler, source, n, counted, total, least, most in groups])
 
 
 def _counts(job: Job, deleted: int, samples: int) -> dict[str, int]:
