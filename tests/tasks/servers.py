@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,7 @@ class Server:
     host: str
     port: int
     root: Path  # FTP: the user's home; Samba: the folder holding one folder per share
+    authorizer: Any = None  # FTP: pyftpdlib's, whose override_perm closes folders to the user
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +48,7 @@ def ftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = ThreadedFTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.2}, daemon=True)
     thread.start()
-    yield Server("127.0.0.1", server.address[1], root)
+    yield Server("127.0.0.1", server.address[1], root, authorizer)
     server.close_all()
     thread.join(5)
 

@@ -15,9 +15,11 @@ import pytest
 from sqlalchemy import func, select
 
 from app.db import session_scope
+from app.errors import APIError
 from app.events.models import Event
 from app.tasks import registry, runner
 from app.tasks.models import Subtask, Task
+from app.tasks.sources.ftp import FtpSchema, FtpSource
 from app.tasks.types import estimator
 from tests.conftest import SHARED, Account
 from tests.storage.conftest import S3_KEYS, moto_endpoint  # noqa: F401 - a fixture
@@ -76,6 +78,16 @@ def _check_photos(answer: dict[str, Any], names: list[str], errors: dict[str, in
     assert sorted((e["additional_info"], e["error_code"]) for e in answer["errors"]) == sorted(errors.items())
 
 
+def _part_again(task_id: int) -> list[dict[str, Any]]:
+    """The first part of a task run again, as a redelivered message (its worker died before the
+    checkpoint) would run it."""
+    with session_scope() as session:
+        row = session.get(Task, task_id)
+        subtask = session.scalar(select(Subtask).where(Subtask.task_id == task_id, Subtask.part == 0))
+        job = runner._job(row, subtask)
+    return estimator.part(job, subtask.content)
+
+
 def _failed_with(client: Any, account: Account, r: Any, code: int) -> None:
     """A task the split refused: failed, with one error of ``code``."""
     assert r.status_code == 201, r.json
@@ -109,12 +121,8 @@ def test_network_disk_processes_each_file_once(client: Any, account: Account, ce
     _check_photos(answer, ["a.jpg", "sub/b.jpg"], {"gone.jpg": FILE_UNREADABLE, NOT_IMAGE[0]: BAD_IMAGE})
     assert _events_of(task["task_id"]) == 2
 
-    # a part delivered again (its worker died before the checkpoint) writes the same events again
-    with session_scope() as session:
-        row = session.get(Task, task["task_id"])
-        subtask = session.scalar(select(Subtask).where(Subtask.task_id == row.task_id))
-        job = runner._job(row, subtask)
-    again = estimator.part(job, subtask.content)
+    # a part delivered again writes the same events again, no second copy
+    again = _part_again(task["task_id"])
     assert [e["events"][0]["event_id"] for e in again if e["status"] == "success"] == \
         [e["events"][0]["event_id"] for e in answer["result"] if e["status"] == "success"]
     assert _events_of(task["task_id"]) == 2
@@ -159,6 +167,12 @@ def test_s3_bucket(client: Any, account: Account, celery_worker: Any, moto_endpo
     shown = client.get(f"/tasks/{task['task_id']}", headers=account.auth).json
     assert S3_KEYS["secret_key"] not in str(shown) and S3_KEYS["access_key"] not in str(shown)
 
+    s3.delete_object(Bucket=bucket, Key="2022/January/b.jpg")  # gone between the split and a part
+    again = {e["filename"]: e for e in _part_again(task["task_id"])}
+    assert again["2022/January/b.jpg"]["status"] == "error"
+    assert again["2022/January/b.jpg"]["error"]["error_code"] == FILE_UNREADABLE
+    assert again["2022/January/a.jpg"]["status"] == "success"
+
 
 # ---- FTP -----------------------------------------------------------------------------------------
 def test_ftp_folder(client: Any, account: Account, celery_worker: Any, ftp_server: Server) -> None:  # noqa: F811
@@ -167,6 +181,9 @@ def test_ftp_folder(client: Any, account: Account, celery_worker: Any, ftp_serve
     shutil.copy(PHOTOS[0], folder / "a.jpg")
     shutil.copy(PHOTOS[1], folder / "sub" / "b.jpg")
     (folder / NOT_IMAGE[0]).write_bytes(NOT_IMAGE[1])
+    (folder / "locked").mkdir()
+    (folder / "locked" / "c.jpg").write_bytes(PHOTOS[2].read_bytes())
+    ftp_server.authorizer.override_perm(FTP_USER, str(folder / "locked"), "el")  # listed, never sent
     source = {"type": "ftp", "host": ftp_server.host, "port": ftp_server.port, "user": FTP_USER,
               "password": FTP_PASSWORD, "path": folder.name, "recursive": True}
 
@@ -178,9 +195,26 @@ def test_ftp_folder(client: Any, account: Account, celery_worker: Any, ftp_serve
     assert r.status_code == 400 and r.json["error_code"] == 70009
 
     task = _run(client, account, source)
-    _check_photos(_result(client, account, task["task_id"]), ["a.jpg", "sub/b.jpg"], {NOT_IMAGE[0]: BAD_IMAGE})
+    _check_photos(_result(client, account, task["task_id"]), ["a.jpg", "sub/b.jpg"],
+                  {NOT_IMAGE[0]: BAD_IMAGE, "locked/c.jpg": FILE_UNREADABLE})
     shown = client.get(f"/tasks/{task['task_id']}", headers=account.auth).json
     assert FTP_PASSWORD not in str(shown)
+
+
+def test_ftp_max_sessions(app: Any, ftp_server: Server, settings_override: Callable[..., None]) -> None:  # noqa: F811
+    """Sessions beyond max_sessions wait for a free one (a request no longer than the source timeout)."""
+    settings_override(estimator_source_timeout_s=1.0)
+    config = FtpSchema().load({"type": "ftp", "host": ftp_server.host, "port": ftp_server.port, "user": FTP_USER,
+                               "password": FTP_PASSWORD, "max_sessions": 1})
+    with FtpSource(config, None) as first:
+        first.listing()
+        with pytest.raises(APIError) as refused:
+            FtpSource(config, None).check()
+        assert refused.value.kind == "source_unavailable" and "max_sessions" in refused.value.detail
+        with FtpSource({**config, "max_sessions": 2}, None) as second:
+            second.check()
+    with FtpSource(config, None) as again:  # the first gave its session back
+        again.check()
 
 
 def _closed_port() -> int:
@@ -237,9 +271,14 @@ def _stored(client: Any, account: Account, data: bytes) -> str:
 
 
 def test_zip_archive(client: Any, account: Account, celery_worker: Any) -> None:
-    data = _archive({"a.jpg": PHOTOS[0].read_bytes(), "dir/b.jpg": PHOTOS[1].read_bytes(), NOT_IMAGE[0]: NOT_IMAGE[1]})
-    task = _run(client, account, {"type": "zip", "object_id": _stored(client, account, data)})
-    _check_photos(_result(client, account, task["task_id"]), ["a.jpg", "dir/b.jpg"], {NOT_IMAGE[0]: BAD_IMAGE})
+    damaged = PHOTOS[2].read_bytes()
+    data = bytearray(_archive({"a.jpg": PHOTOS[0].read_bytes(), "dir/b.jpg": PHOTOS[1].read_bytes(),
+                               NOT_IMAGE[0]: NOT_IMAGE[1], "damaged.jpg": damaged}, zipfile.ZIP_STORED))
+    middle = bytes(data).index(damaged) + len(damaged) // 2
+    data[middle] ^= 0xFF  # its CRC no longer holds
+    task = _run(client, account, {"type": "zip", "object_id": _stored(client, account, bytes(data))})
+    _check_photos(_result(client, account, task["task_id"]), ["a.jpg", "dir/b.jpg"],
+                  {NOT_IMAGE[0]: BAD_IMAGE, "damaged.jpg": FILE_UNREADABLE})
     with pytest.raises(Exception):  # the parts' copies of the archive went with the merge
         runner.Job(task["task_id"], uuid.UUID(account.account_id), registry.get("estimator"), {}).get_blob("part-0")
 

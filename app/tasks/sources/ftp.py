@@ -1,13 +1,22 @@
-"""``ftp``: a folder of an FTP server, read with ftplib (one session per split or part)."""
+"""``ftp``: a folder of an FTP server, read with ftplib (one session per split or part).
+
+``max_sessions`` bounds the sessions the platform holds on the server for that user at once, all
+tasks and workers together: a session takes a slot of a Redis sorted set first (a lease that a
+dead worker's slot outlives by SLOT_LEASE_S at most) and waits up to SLOT_WAIT_S for one."""
 from __future__ import annotations
 
 import ftplib
+import hashlib
 import io
 import posixpath
+import time
+import uuid
 from typing import Any
 
 from marshmallow import fields, validate
 
+from app.db import redis_client
+from app.errors import APIError
 from app.tasks.sources import (
     FileEntry,
     FileUnreadable,
@@ -22,6 +31,18 @@ from app.tasks.sources import (
 )
 
 WHAT = "FTP server"
+SLOT_LEASE_S = 3600
+SLOT_WAIT_S = 600.0
+# Drop the expired leases, then take a slot if fewer than the most are held.
+_TAKE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  return 1
+end
+return 0
+"""
 
 
 class FtpSchema(SourceSchema):
@@ -49,24 +70,58 @@ class FtpSource(Source):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._ftp: ftplib.FTP | None = None
+        server = f"{self.config['host']}:{self.config['port']}:{self.config['user']}"
+        self._slots = f"facegate:ftp-sessions:{hashlib.sha256(server.encode()).hexdigest()[:32]}"
+        self._slot: str | None = None
+        self._slot_wait = SLOT_WAIT_S
+
+    def _take_slot(self) -> None:
+        slot, deadline = uuid.uuid4().hex, time.monotonic() + self._slot_wait
+        while True:
+            now = time.time()
+            if redis_client().eval(_TAKE_SLOT, 1, self._slots, now, self.config["max_sessions"], now + SLOT_LEASE_S,
+                                   slot, SLOT_LEASE_S):
+                self._slot = slot
+                return
+            if time.monotonic() > deadline:
+                raise APIError("source_unavailable", f"the FTP server's {self.config['max_sessions']} sessions "
+                                                     "(max_sessions) stayed taken")
+            time.sleep(0.2)
+
+    def _give_slot(self) -> None:
+        if self._slot is not None:
+            redis_client().zrem(self._slots, self._slot)
+            self._slot = None
 
     def _session(self) -> ftplib.FTP:
         if self._ftp is None:
-            ftp = ftplib.FTP(timeout=self.timeout)
+            self._take_slot()
             try:
-                ftp.connect(self.config["host"], self.config["port"])
-            except (OSError, EOFError, ftplib.Error):
-                raise unavailable(WHAT) from None
-            try:
-                ftp.login(self.config["user"], self.config["password"])
-            except ftplib.error_perm:
-                ftp.close()
-                raise auth_failed(WHAT) from None
-            except (OSError, EOFError, ftplib.Error):
-                ftp.close()
-                raise unavailable(WHAT) from None
-            self._ftp = ftp
+                self._ftp = self._connected()
+            except APIError:
+                self._give_slot()
+                raise
         return self._ftp
+
+    def _connected(self) -> ftplib.FTP:
+        ftp = ftplib.FTP(timeout=self.timeout)
+        try:
+            ftp.connect(self.config["host"], self.config["port"])
+        except (OSError, EOFError, ftplib.Error):
+            raise unavailable(WHAT) from None
+        try:
+            ftp.login(self.config["user"], self.config["password"])
+        except ftplib.error_perm:
+            ftp.close()
+            raise auth_failed(WHAT) from None
+        except (OSError, EOFError, ftplib.Error):
+            ftp.close()
+            raise unavailable(WHAT) from None
+        return ftp
+
+    def check(self) -> None:
+        self._slot_wait = self.timeout  # a request waits for a free session no longer than for the server
+        super().check()
 
     def close(self) -> None:
         if self._ftp is not None:
@@ -75,6 +130,7 @@ class FtpSource(Source):
             except (OSError, EOFError, ftplib.Error):
                 self._ftp.close()
             self._ftp = None
+        self._give_slot()
 
     def _root(self) -> str:
         return posixpath.normpath("/" + self.config["path"].strip("/"))
