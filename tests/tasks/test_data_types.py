@@ -199,13 +199,16 @@ def test_gc_events_keep_the_hourly_statistics_true(client: Any, account: Account
     hour = datetime(2021, 3, 4, 10, tzinfo=timezone.utc)
     handler = str(uuid.uuid4())
     old = [new_event(account, "t", when=hour + timedelta(minutes=m), similarity=s) for m, s in ((1, 0.9), (2, 0.2))]
-    old.append(new_event(account, "t", when=hour - timedelta(hours=1), similarity=None))
+    sample = new_sample(client, account, (FACES / "lfw" / "Colin_Powell" / "Colin_Powell_0002.jpg").read_bytes())
+    old.append(new_event(account, "t", when=hour - timedelta(hours=1), similarity=None, sample_id=sample))
     kept = [new_event(account, "t", when=hour + timedelta(minutes=40), similarity=s) for s in (0.5, 0.7, None)]
     with session_scope() as session:
         session.get(Event, uuid.UUID(kept[0])).handler_id = uuid.UUID(handler)
     cut = (hour + timedelta(minutes=30)).isoformat()
-    task = run_task(client, account, "gc", {"target": "events", "filters": {"create_time__lt": cut}})
-    assert result(client, account, task).json["result"] == {"deleted": 3}
+    task = run_task(client, account, "gc", {"target": "events", "filters": {"create_time__lt": cut},
+                                            "remove_samples": True})
+    assert result(client, account, task).json["result"] == {"deleted": 3, "samples_deleted": 1}
+    assert client.get(f"/samples/faces/{sample}", headers=account.auth).status_code == 404
     with session_scope() as session:
         left = session.scalars(select(Event.event_id).where(Event.account_id == uuid.UUID(account.account_id))).all()
         assert sorted(map(str, left)) == sorted(kept)
@@ -373,10 +376,10 @@ def test_additional_extract_recreates_a_descriptor_from_the_sample(client: Any, 
     assert kinds[-1] == "descriptor_added"
 
 
-def test_additional_extract_basic_attributes_of_events(client: Any, owner: Account,
+def test_additional_extract_of_events(client: Any, owner: Account,
                                                        photos: list[dict[str, Any]]) -> None:
     from app.db import session_scope
-    from app.events.models import Event
+    from app.events.models import Event, EventDescriptor
 
     tag = uuid.uuid4().hex
     now = datetime.now(timezone.utc)
@@ -390,3 +393,12 @@ def test_additional_extract_basic_attributes_of_events(client: Any, owner: Accou
         attributes = session.get(Event, uuid.UUID(event)).attributes
     assert attributes["quality"] == 0.8
     assert attributes["basic_attributes"]["gender_label"] == "male" and 20 < attributes["basic_attributes"]["age"] < 90
+
+    task = run_task(client, owner, "additional_extract", {"objects_type": "events", "filters": {"user_data": tag},
+                                                          "extraction_target": "face_descriptor"})
+    assert result(client, owner, task).json["result"] == {"extracted": 1, "skipped": 0}
+    with session_scope() as session:
+        [(version, data)] = session.execute(select(EventDescriptor.version, EventDescriptor.descriptor)
+                                            .where(EventDescriptor.event_id == uuid.UUID(event))).all()
+    assert version == fmt.DESCRIPTOR_VERSION
+    assert similarity(np.frombuffer(data, dtype="<f4"), vector(photos[0])) > 0.9

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from app import settings
 from app.accounts.models import Account
+from app.auth import Principal
 from app.db import dialect_of, session_scope
 from app.errors import APIError
 from app.events import service as events
@@ -103,7 +104,7 @@ class GcSchema(StrictSchema):
         return data
 
 
-def check(session: Session, principal: Any, content: dict[str, Any]) -> None:
+def check(session: Session, principal: Principal, content: dict[str, Any]) -> None:
     if principal.account_type == "admin":
         return
     account_id = content["filters"].get("account_id")

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from app import settings
 from app.attributes import service as attributes
+from app.auth import Principal
 from app.db import session_scope
 from app.errors import APIError
 from app.events.models import Event, EventDescriptor
@@ -75,7 +76,7 @@ def prepare(content: dict[str, Any], now: datetime) -> dict[str, Any]:
     return content
 
 
-def check(session: Session, principal: Any, content: dict[str, Any]) -> None:
+def check(session: Session, principal: Principal, content: dict[str, Any]) -> None:
     objects.check(session, principal.scope, content)
     if content["list"].get("list_id"):
         faces.own_lists(session, principal.scope, [content["list"]["list_id"]])
