@@ -221,8 +221,12 @@ def test_gc_events_keep_the_hourly_statistics_true(client: Any, account: Account
 
 def test_gc_refuses_users_admin_targets_and_empty_filters(client: Any, owner: Account,
                                                           account_factory: Any) -> None:
+    from app.errors import ERRORS
+
     other = account_factory()
+    foreign = client.post("/lists", json={}, headers=other.auth).json["list_id"]
     for content, status, code in (
+            ({"target": "faces", "filters": {"list_id": foreign}}, 404, ERRORS["list_not_found"].code),
             ({"target": "descriptors", "filters": {"descriptor_version": fmt.DESCRIPTOR_VERSION}}, 403, 70008),
             ({"target": "faces", "filters": {"account_id": other.account_id}}, 403, 70008),
             ({"target": "faces", "filters": {}}, 400, 10005),
@@ -402,3 +406,22 @@ def test_additional_extract_of_events(client: Any, owner: Account,
                                             .where(EventDescriptor.event_id == uuid.UUID(event))).all()
     assert version == fmt.DESCRIPTOR_VERSION
     assert similarity(np.frombuffer(data, dtype="<f4"), vector(photos[0])) > 0.9
+
+
+def test_gc_general_events_by_end_time(client: Any, account: Account, celery_worker: Any) -> None:
+    from app.db import session_scope
+    from app.events import service as events
+    from app.events.models import GeneralEvent
+    from app.scope import Scope
+
+    old, new = datetime(2020, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc)
+    with session_scope() as session:
+        made = {when: events.save_general_event(session, Scope.of(account.account_id), {
+            "event_type": "door", "create_time": when, "end_time": when, "content": {"n": n}})
+            for n, when in enumerate((old, old + timedelta(hours=1), new))}
+    task = run_task(client, account, "gc", {"target": "general_events", "filters": {"end_time__lt": "now-1d"}})
+    assert result(client, account, task).json["result"] == {"deleted": 2}
+    with session_scope() as session:
+        left = session.scalars(select(GeneralEvent.event_id)
+                               .where(GeneralEvent.account_id == uuid.UUID(account.account_id))).all()
+    assert left == [made[new]]
