@@ -107,6 +107,30 @@ def face_ids(client: Any, account: Account, **filters: Any) -> list[str]:
     return [f["face_id"] for f in r.json["faces"]]
 
 
+def run_part_again(task_id: int, part: int) -> Any:
+    """Run a done part's body once more, as a redelivered message would (the runner itself skips a
+    checkpointed part): what it returns, and the stored partial."""
+    from app.db import session_scope
+    from app.tasks import runner
+    from app.tasks.models import Subtask, Task
+
+    with session_scope() as session:
+        task = session.get(Task, task_id)
+        subtask = session.scalar(select(Subtask).where(Subtask.task_id == task_id, Subtask.part == part))
+        assert subtask.status == 5
+        job = runner._job(task, subtask)
+        stored = subtask.result
+    return job.task_type.part(job, subtask.content), stored
+
+
+def change_count() -> int:
+    from app.db import session_scope
+    from app.faces.models import ChangeLog
+
+    with session_scope() as session:
+        return session.scalar(select(func.count()).select_from(ChangeLog))
+
+
 # ---- exporter -----------------------------------------------------------------------------------------
 def test_exporter_writes_one_csv_and_the_samples(client: Any, owner: Account, photos: list[dict[str, Any]],
                                                  monkeypatch: Any) -> None:
@@ -146,6 +170,20 @@ def test_exporter_events_default_columns_and_no_samples(client: Any, owner: Acco
     assert [row["event_id"] for row in rows] == made
     assert rows[0]["top_similarity"] == "0.5" and rows[0]["handler_id"] == ""
     assert '"age":40.0' in rows[0]["attributes"]
+
+
+def test_exporter_of_nothing_is_a_header(client: Any, owner: Account, photos: list[dict[str, Any]]) -> None:
+    tag = uuid.uuid4().hex
+    task = run_task(client, owner, "exporter", {"objects_type": "faces", "filters": {"user_data": tag},
+                                                "columns": ["external_id", "face_id"]})
+    archive = zipfile.ZipFile(io.BytesIO(result(client, owner, task).data))
+    assert archive.read("faces.csv") == b"external_id,face_id\n"
+    # a range emptied after the split: no rows, no blob, no failure
+    face = new_face(client, owner, photos[0], tag, sample=False)
+    task = run_task(client, owner, "exporter", {"objects_type": "faces", "filters": {"user_data": tag}})
+    assert client.delete(f"/faces/{face}", headers=owner.auth).status_code == 204
+    assert run_part_again(task["task_id"], 0) == ({"part": 0, "rows": 0, "samples": 0},
+                                                  {"part": 0, "rows": 1, "samples": 0})
 
 
 def test_exporter_refuses_unknown_columns(client: Any, owner: Account) -> None:
@@ -254,31 +292,26 @@ def test_gc_admin_deletes_a_descriptor_version_of_the_named_account(client: Any,
     assert client.get(f"/faces/{theirs}", headers=bystander.auth).json["descriptor_versions"] == [other_version]
 
 
+def test_gc_general_events_by_end_time(client: Any, account: Account, celery_worker: Any) -> None:
+    from app.db import session_scope
+    from app.events import service as events
+    from app.events.models import GeneralEvent
+    from app.scope import Scope
+
+    old, new = datetime(2020, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc)
+    with session_scope() as session:
+        made = {when: events.save_general_event(session, Scope.of(account.account_id), {
+            "event_type": "door", "create_time": when, "end_time": when, "content": {"n": n}})
+            for n, when in enumerate((old, old + timedelta(hours=1), new))}
+    task = run_task(client, account, "gc", {"target": "general_events", "filters": {"end_time__lt": "now-1d"}})
+    assert result(client, account, task).json["result"] == {"deleted": 2}
+    with session_scope() as session:
+        left = session.scalars(select(GeneralEvent.event_id)
+                               .where(GeneralEvent.account_id == uuid.UUID(account.account_id))).all()
+    assert left == [made[new]]
+
+
 # ---- linker -------------------------------------------------------------------------------------------
-def run_part_again(task_id: int, part: int) -> Any:
-    """Run a done part's body once more, as a redelivered message would (the runner itself skips a
-    checkpointed part): what it returns, and the stored partial."""
-    from app.db import session_scope
-    from app.tasks import runner
-    from app.tasks.models import Subtask, Task
-
-    with session_scope() as session:
-        task = session.get(Task, task_id)
-        subtask = session.scalar(select(Subtask).where(Subtask.task_id == task_id, Subtask.part == part))
-        assert subtask.status == 5
-        job = runner._job(task, subtask)
-        stored = subtask.result
-    return job.task_type.part(job, subtask.content), stored
-
-
-def change_count() -> int:
-    from app.db import session_scope
-    from app.faces.models import ChangeLog
-
-    with session_scope() as session:
-        return session.scalar(select(func.count()).select_from(ChangeLog))
-
-
 def test_linker_attaches_exactly_the_filtered_faces_once(client: Any, owner: Account,
                                                          photos: list[dict[str, Any]]) -> None:
     tag = uuid.uuid4().hex
@@ -406,22 +439,3 @@ def test_additional_extract_of_events(client: Any, owner: Account,
                                             .where(EventDescriptor.event_id == uuid.UUID(event))).all()
     assert version == fmt.DESCRIPTOR_VERSION
     assert similarity(np.frombuffer(data, dtype="<f4"), vector(photos[0])) > 0.9
-
-
-def test_gc_general_events_by_end_time(client: Any, account: Account, celery_worker: Any) -> None:
-    from app.db import session_scope
-    from app.events import service as events
-    from app.events.models import GeneralEvent
-    from app.scope import Scope
-
-    old, new = datetime(2020, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc)
-    with session_scope() as session:
-        made = {when: events.save_general_event(session, Scope.of(account.account_id), {
-            "event_type": "door", "create_time": when, "end_time": when, "content": {"n": n}})
-            for n, when in enumerate((old, old + timedelta(hours=1), new))}
-    task = run_task(client, account, "gc", {"target": "general_events", "filters": {"end_time__lt": "now-1d"}})
-    assert result(client, account, task).json["result"] == {"deleted": 2}
-    with session_scope() as session:
-        left = session.scalars(select(GeneralEvent.event_id)
-                               .where(GeneralEvent.account_id == uuid.UUID(account.account_id))).all()
-    assert left == [made[new]]

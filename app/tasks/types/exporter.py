@@ -151,7 +151,8 @@ def part(job: Job, bounds: dict[str, Any]) -> dict[str, Any]:
             rows += 1
             if rows % ROWS_PER_READ == 0:
                 job.progress(rows, PART_SIZE)
-    job.put_blob(f"part-{job.part}", text.getvalue().encode(), "text/csv")
+    if rows:  # a range may have emptied since the split, and the store keeps no empty objects
+        job.put_blob(f"part-{job.part}", text.getvalue().encode(), "text/csv")
     if samples:
         job.put_blob(f"part-{job.part}-samples", "\n".join(samples).encode(), "text/plain")
     return {"part": job.part, "rows": rows, "samples": len(samples)}
@@ -185,8 +186,9 @@ def merge(job: Job, partials: Iterator[Any]) -> Result:
             with archive.open(f"{objects_type}.csv", "w", force_zip64=True) as out:
                 out.write(_header(job.content["columns"]))
                 for partial in partials:
-                    out.write(job.get_blob(f"part-{partial['part']}"))
-                    done.append(partial)
+                    if partial["rows"]:
+                        out.write(job.get_blob(f"part-{partial['part']}"))
+                        done.append(partial)
             for partial in done:
                 if partial["samples"]:
                     _add_samples(job, archive, partial["part"])
