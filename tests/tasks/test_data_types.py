@@ -123,6 +123,17 @@ def run_part_again(task_id: int, part: int) -> Any:
     return job.task_type.part(job, subtask.content), stored
 
 
+def split_again(task_id: int) -> list[dict[str, Any]]:
+    """Run a task type's split once more, as a split delivered twice would."""
+    from app.db import session_scope
+    from app.tasks import runner
+    from app.tasks.models import Task
+
+    with session_scope() as session:
+        job = runner._job(session.get(Task, task_id))
+    return job.task_type.split(job)
+
+
 def change_count() -> int:
     from app.db import session_scope
     from app.faces.models import ChangeLog
@@ -334,6 +345,8 @@ def test_linker_attaches_exactly_the_filtered_faces_once(client: Any, owner: Acc
     before = change_count()
     partial, stored = run_part_again(task["task_id"], 0)
     assert partial == stored == {"faces": chosen}
+    assert len(split_again(task["task_id"])) == 1
+    assert client.get("/lists", query_string={"user_data": tag}, headers=owner.auth).json["lists"] == [the_list]
     assert face_ids(client, owner, list_id=linked["list_id"]) == chosen and later not in chosen
     assert change_count() == before
 

@@ -23,12 +23,12 @@ from sqlalchemy.orm import Session
 from app import settings
 from app.attributes import service as attributes
 from app.auth import Principal
-from app.db import session_scope
+from app.db import conflict_insert, session_scope
 from app.errors import APIError
 from app.events.models import Event, EventDescriptor
 from app.faces import lists
 from app.faces import service as faces
-from app.faces.models import Face, FaceList
+from app.faces.models import Face, FaceList, utcnow
 from app.faces.schemas import USER_DATA
 from app.handlers.processing import _largest
 from app.image_store import service as image_store
@@ -105,9 +105,11 @@ def split(job: Job) -> list[dict[str, Any]]:
     list_id = _list_id(job)
     key = key_of(job.content["objects_type"])
     with session_scope() as session:
-        if job.content["list"].get("create_list") and session.get(FaceList, list_id) is None:
-            session.add(FaceList(list_id=list_id, account_id=job.scope.owner,
-                                 user_data=(job.content["list"].get("attributes") or {}).get("user_data", "")))
+        if job.content["list"].get("create_list"):  # a split delivered twice finds it made
+            now = utcnow()
+            session.execute(conflict_insert(session, FaceList.__table__).on_conflict_do_nothing(), [{
+                "list_id": list_id, "account_id": job.scope.owner, "create_time": now, "last_update_time": now,
+                "user_data": (job.content["list"].get("attributes") or {}).get("user_data", "")}])
         return id_ranges(session, selected(session, job.scope, job.content, key), key, PART_SIZE)
 
 
