@@ -410,12 +410,18 @@ def test_additional_extract_recreates_a_descriptor_from_the_sample(client: Any, 
     face = new_face(client, owner, photos[0], tag)
     assert client.delete(f"/faces/{face}/descriptors", headers=owner.auth).status_code == 204
     bare = new_face(client, owner, None, tag)
+    gone = new_face(client, owner, photos[1], tag)  # its sample deleted, then its descriptor
+    assert client.delete(f"/faces/{gone}/descriptors", headers=owner.auth).status_code == 204
+    gone_sample = client.get(f"/faces/{gone}", headers=owner.auth).json["sample_ids"][0]
+    assert client.delete(f"/samples/faces/{gone_sample}", headers=owner.auth).status_code == 204
     whole = new_face(client, owner, photos[1], tag)  # has its descriptor: not touched
     task = run_task(client, owner, "additional_extract", {"objects_type": "faces", "filters": {"user_data": tag},
                                                           "extraction_target": "face_descriptor"})
     r = result(client, owner, task).json
-    assert r["result"] == {"extracted": 1, "skipped": 1}
-    assert [(e["error_code"], e["additional_info"]) for e in r["errors"]] == [(70015, bare)]
+    assert r["result"] == {"extracted": 1, "skipped": 2}
+    assert sorted((e["error_code"], e["additional_info"]) for e in r["errors"]) == sorted([(70015, bare),
+                                                                                          (70015, gone)])
+    assert client.get(f"/faces/{gone}", headers=owner.auth).json["descriptor_versions"] == []
     again = face_vector(client, owner, face)
     # the sample is the photo's aligned face (as JPEG): the same person, another one's far
     assert similarity(again, vector(photos[0])) > 0.9 and similarity(again, vector(photos[1])) < 0.5
