@@ -1,6 +1,7 @@
 """``s3``: objects of an S3-like bucket under a key prefix, read with boto3."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from marshmallow import fields, validate
@@ -45,6 +46,21 @@ class S3Schema(SourceSchema):
                                                                              "origin image"})
 
 
+@lru_cache(maxsize=16)
+def _client(endpoint: str | None, region: str, key: str, secret: str, signature: str, timeout: float) -> Any:
+    """A boto3 client per storage and credentials, kept by the process: making one costs more CPU
+    than reading a part's images. Clients are thread-safe; making one from the shared default
+    session is not, hence a session of its own."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint, region_name=region, aws_access_key_id=key, aws_secret_access_key=secret,
+        config=Config(signature_version=_SIGNATURES[signature], s3={"addressing_style": "path" if endpoint else "auto"},
+                      retries={"mode": "standard", "total_max_attempts": 2},
+                      connect_timeout=timeout, read_timeout=max(30.0, timeout)))
+
+
 @register
 class S3Source(Source):
     name = "s3"
@@ -61,17 +77,9 @@ class S3Source(Source):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        import boto3
-        from botocore.config import Config
-
         auth = self.config["authorization"]
-        self.client = boto3.client(
-            "s3", endpoint_url=self.config.get("endpoint"), region_name=self.config.get("region") or "us-east-1",
-            aws_access_key_id=auth["s3_key"], aws_secret_access_key=auth["s3_secret_key"],
-            config=Config(signature_version=_SIGNATURES[self.config["signature_version"]],
-                          s3={"addressing_style": "path" if self.config.get("endpoint") else "auto"},
-                          retries={"mode": "standard", "total_max_attempts": 2},
-                          connect_timeout=self.timeout, read_timeout=max(30.0, self.timeout)))
+        self.client = _client(self.config.get("endpoint"), self.config.get("region") or "us-east-1",
+                              auth["s3_key"], auth["s3_secret_key"], self.config["signature_version"], self.timeout)
 
     def _error(self, exc: Exception) -> Exception:
         from botocore.exceptions import ClientError
@@ -115,5 +123,3 @@ class S3Source(Source):
         except BotoCoreError:
             raise FileUnreadable(f"file '{name}' could not be read: the connection failed") from None
 
-    def close(self) -> None:
-        self.client.close()

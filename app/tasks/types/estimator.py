@@ -41,7 +41,7 @@ from app.tasks.registry import Result, TaskType
 from app.tasks.runner import Job
 from inference import images as image_check
 
-PART_FILES = 64
+PART_FILES = 16
 RAW, SAMPLES = 0, 1
 _NAMESPACE = uuid.UUID("0c6f8d52-3b7e-4a9f-b1d4-7e2a5c9f3d18")
 # What a single image's decode or analysis can refuse; anything else stops the part.
@@ -213,31 +213,35 @@ def _match(job: Job, images: list[_Image], match_policy: list[dict[str, Any]]) -
         processing.match(session, job.scope, together, match_policy, changes.last_seq(session))
 
 
+def _reader(job: Job) -> Any:
+    source_config = job.content["source"]
+    if sources.sources()[source_config["type"]].transient:
+        return sources.Packed(job.get_blob(f"part-{job.part}"))
+    return sources.open_source(source_config, job.scope)
+
+
 def part(job: Job, content: dict[str, Any]) -> list[dict[str, Any]]:
     policies, origin = _policies(job)
     names: list[str] = content["files"]
-    source_config = job.content["source"]
-    reader: Any
-    if sources.sources()[source_config["type"]].transient:
-        reader = sources.Packed(job.get_blob(f"part-{job.part}"))
-    else:
-        reader = sources.open_source(source_config, job.scope)
-    request_time = datetime.now(timezone.utc).isoformat()
     results: dict[str, dict[str, Any]] = {}
-    step = max(1, settings.current().inference_batch_max)
+    # Every file is read first and the source closed before the models run: a part holds a
+    # session of the server (FTP's max_sessions) for the transfers only, not through the models.
+    reader = _reader(job)
     try:
-        for start in range(0, len(names), step):
-            batch = _stored(job, reader, names[start:start + step], results)
-            batch = _analyze(job, batch, policies, results) if batch else []
-            if batch and policies["match_policy"]:
-                _match(job, batch, policies["match_policy"])
-            for image in batch:
-                request = {"images": [{"filename": image.name}], "time": request_time}
-                events = processing.save(image.found, job.scope, origin, policies, request, [image.ref])
-                results[image.name] = {"filename": image.name, "status": "success", "events": events}
-            job.progress(min(start + step, len(names)), len(names))
+        images = _stored(job, reader, names, results)
     finally:
         reader.close()
+    request_time = datetime.now(timezone.utc).isoformat()
+    step = max(1, settings.current().inference_batch_max)
+    for start in range(0, len(images), step):
+        batch = _analyze(job, images[start:start + step], policies, results)
+        if batch and policies["match_policy"]:
+            _match(job, batch, policies["match_policy"])
+        for image in batch:
+            request = {"images": [{"filename": image.name}], "time": request_time}
+            events = processing.save(image.found, job.scope, origin, policies, request, [image.ref])
+            results[image.name] = {"filename": image.name, "status": "success", "events": events}
+        job.progress(min(start + step, len(images)), len(images))
     return [results[name] for name in names]
 
 
