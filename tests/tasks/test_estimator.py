@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import threading
 import uuid
 import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
@@ -311,10 +313,36 @@ def test_bad_archives(client: Any, account: Account, celery_worker: Any,
     assert r.status_code == 400 and r.json["error_code"] == 70013
 
 
-def test_zip_url_needs_url_fetching(client: Any, account: Account, settings_override: Callable[..., None]) -> None:
-    settings_override(sdk_url_fetch=False)
-    r = _create(client, account, {"type": "zip", "url": "http://127.0.0.1:9/archive.zip"})
-    assert r.status_code == 403 and r.json["error_code"] == 30005
+class _Archives(BaseHTTPRequestHandler):
+    served: dict[str, bytes] = {}
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+        data = self.served.get(self.path)
+        self.send_response(200 if data is not None else 404)
+        self.send_header("Content-Length", str(len(data or b"")))
+        self.end_headers()
+        self.wfile.write(data or b"")
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_zip_at_a_url(client: Any, account: Account, celery_worker: Any,
+                      settings_override: Callable[..., None]) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Archives)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    _Archives.served["/photos.zip"] = _archive({"a.jpg": PHOTOS[0].read_bytes()})
+    try:
+        settings_override(sdk_url_fetch=False)
+        r = _create(client, account, {"type": "zip", "url": f"{base}/photos.zip"})
+        assert r.status_code == 403 and r.json["error_code"] == 30005
+        settings_override(sdk_url_fetch=True)
+        task = _run(client, account, {"type": "zip", "url": f"{base}/photos.zip"})
+        _check_photos(_result(client, account, task["task_id"]), ["a.jpg"], {})
+        _failed_with(client, account, _create(client, account, {"type": "zip", "url": f"{base}/missing.zip"}), 70011)
+    finally:
+        server.shutdown()
 
 
 def test_zip_cannot_be_scheduled() -> None:
