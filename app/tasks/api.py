@@ -138,7 +138,7 @@ def get_notification_policy(task_id: int) -> dict[str, Any]:
 @blp.response(200, NotificationPolicySchema)
 @require("task", "modification", ACCOUNTS)
 def replace_notification_policy(body: dict[str, Any], task_id: int) -> dict[str, Any]:
-    return service.replace_notification_policy(current_principal().scope, task_id, request.get_json()) or {}
+    return service.replace_notification_policy(current_principal().scope, task_id, body) or {}
 
 
 from app.tasks.schedules_api import blp as schedules_blp  # noqa: E402 - it takes ACCOUNTS from here

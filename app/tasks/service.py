@@ -72,7 +72,7 @@ def create_task(principal: Principal, name: str, body: Mapping[str, Any], *, sch
             found.check(session, principal, loaded["content"])
         task = Task(account_id=principal.account_id, task_type=name, description=loaded["description"],
                     content=secrets.sealed(raw["content"], found.secrets),
-                    notification_policy=secrets.sealed_policy(raw.get("notification_policy")),
+                    notification_policy=secrets.sealed_policy(loaded.get("notification_policy")),
                     schedule_id=schedule_id, result_ttl=(raw.get("result_storage_policy") or {}).get("ttl"))
         session.add(task)
         session.flush()

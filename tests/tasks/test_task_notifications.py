@@ -111,11 +111,12 @@ def test_the_policy_round_trips_without_secrets(client: Any, account: Account, r
     task_id = r.json["task_id"]
     assert client.get(f"/tasks/{task_id}/notification_policy", headers=account.auth).json == {}
     policy = {"task_callbacks": [{"url": url, "authorization": {"type": "basic", "login": "hook", "password": "pw9"}}],
-              "statuses": [5]}
+              "statuses": [5], "subtasks": 0}
     r = client.put(f"/tasks/{task_id}/notification_policy", json=policy, headers=account.auth)
     assert r.status_code == 200, r.json
     for shown in (r.json, client.get(f"/tasks/{task_id}/notification_policy", headers=account.auth).json):
         assert shown["task_callbacks"][0]["url"] == url and shown["statuses"] == [5]
+        assert shown["subtasks"] is False  # stored as loaded, so shown as documented
         assert shown["task_callbacks"][0]["authorization"] == {"type": "basic", "login": "hook"}
     with session_scope() as session:
         stored = session.get(Task, task_id).notification_policy
