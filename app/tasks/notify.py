@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
@@ -55,17 +55,26 @@ def target(callback: Mapping[str, Any]) -> dict[str, Any]:
 
 def status_changed(session: Session, task_id: int, subtask_id: int | None, status: int) -> None:
     """Queue the callbacks the task's policy asks for this change, in the caller's transaction."""
+    subtasks_changed(session, task_id, [subtask_id], status)
+
+
+def subtasks_changed(session: Session, task_id: int, subtask_ids: Iterable[int | None], status: int) -> None:
+    """:func:`status_changed` for several subtasks (None: the task) that moved to one status
+    together (a cancel), reading the policy once."""
     row = session.execute(select(Task.notification_policy, Task.task_type, Task.account_id)
                           .where(Task.task_id == task_id)).first()
-    if row is None or not wanted(row.notification_policy, subtask_id, status):
+    if row is None:
         return
     now = datetime.now(timezone.utc)
-    payload = {"task_id": task_id, "subtask_id": subtask_id, "status": status, "task_type": row.task_type,
-               "time": now.isoformat()}
-    deliveries = [CallbackDelivery(outbox_seq=None, callback=n, account_id=row.account_id, event_id=None,
-                                   task_id=task_id, payload=payload, target=target(callback), status=PENDING,
-                                   attempts=0, next_attempt_time=now, create_time=now)
-                  for n, callback in enumerate(row.notification_policy["task_callbacks"])]
+    deliveries = [
+        CallbackDelivery(outbox_seq=None, callback=n, account_id=row.account_id, event_id=None, task_id=task_id,
+                         payload={"task_id": task_id, "subtask_id": subtask_id, "status": status,
+                                  "task_type": row.task_type, "time": now.isoformat()},
+                         target=target(callback), status=PENDING, attempts=0, next_attempt_time=now, create_time=now)
+        for subtask_id in subtask_ids if wanted(row.notification_policy, subtask_id, status)
+        for n, callback in enumerate(row.notification_policy["task_callbacks"])]
+    if not deliveries:
+        return
     session.add_all(deliveries)
     session.flush()
     if not session.info.get(_HOOKED):

@@ -20,7 +20,7 @@ from app.filters import Filterable, conditions
 from app.image_store import service as image_store
 from app.pagination import paginate
 from app.scope import Scope, get_or_404, scoped
-from app.tasks import registry, runner, secrets
+from app.tasks import notify, registry, runner, secrets
 from app.tasks.models import CANCELLED, COLLECT_RESULTS, DONE, FINISHED, IN_PROGRESS, PENDING, Subtask, Task, TaskError
 from app.tasks.registry import TaskType
 from app.tasks.schemas import resolve_now, task_body, validation_error
@@ -129,9 +129,10 @@ def cancel(scope: Scope, task_id: int) -> Task:
         if task.status in FINISHED:
             raise APIError("task_finished", f"task {task_id} has already ended (status {task.status})")
         if runner.set_status(session, task_id, CANCELLED, when=(PENDING, IN_PROGRESS, COLLECT_RESULTS)):
-            session.execute(update(Subtask).where(Subtask.task_id == task_id,
-                                                  Subtask.status.in_((PENDING, IN_PROGRESS)))
-                            .values(status=CANCELLED, end_time=utcnow()))
+            stopped = session.scalars(update(Subtask).where(Subtask.task_id == task_id,
+                                                            Subtask.status.in_((PENDING, IN_PROGRESS)))
+                                      .values(status=CANCELLED, end_time=utcnow()).returning(Subtask.subtask_id))
+            notify.subtasks_changed(session, task_id, list(stopped), CANCELLED)
         ids = _step_ids(session, task_id)
     try:
         dispatch.celery.control.revoke(ids)

@@ -96,6 +96,21 @@ def test_status_filter_and_subtasks(client: Any, account: Account, receiver: str
     assert {h["Authorization"] for h, _ in got} == {"Basic " + base64.b64encode(b"hook:pw").decode()}
 
 
+def test_a_cancel_tells_of_the_task_and_its_subtasks(client: Any, account: Account, receiver: str,
+                                                     celery_worker: Any) -> None:
+    url = _hook(receiver)
+    policy = {"task_callbacks": [{"url": url}], "statuses": [2], "subtasks": True}
+    r = client.post("/tasks/counting", json={"content": {"n": 400, "parts": 4, "sleep_s": 0.05},
+                                             "notification_policy": policy}, headers=account.auth)
+    task_id = r.json["task_id"]
+    wait_status(client, account.auth, task_id, (1,))
+    assert client.patch(f"/tasks/{task_id}", json={"action": "cancel"}, headers=account.auth).status_code == 200
+    got = _received(url, 5)
+    subtasks = client.get(f"/tasks/{task_id}/subtasks", headers=account.auth).json["subtasks"]
+    assert sorted(b["subtask_id"] or 0 for _, b in got) == [0, *sorted(s["subtask_id"] for s in subtasks)]
+    assert {b["status"] for _, b in got} == {2}
+
+
 def test_a_task_without_policy_sends_nothing(client: Any, account: Account, celery_worker: Any) -> None:
     task_id = client.post("/tasks/counting", json={"content": {"n": 2}}, headers=account.auth).json["task_id"]
     wait_status(client, account.auth, task_id, (3, 5))
