@@ -415,7 +415,7 @@ def tasks_reencrypt(old_passphrase: str | None, old_salt: str | None) -> None:
             (Schedule, Schedule.schedule_id, schedules.reseal, ()),
             (CallbackDelivery, CallbackDelivery.delivery_id, notify.reseal,
              (CallbackDelivery.task_id.isnot(None), CallbackDelivery.status == PENDING))]
-    counts = {}
+    counts: dict[str, int] = {}
     try:
         with session_scope() as session:
             for model, key, reseal, where in rows:

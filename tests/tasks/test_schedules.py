@@ -185,7 +185,7 @@ def test_the_tick_task_fires_through_the_worker(client: Any, account: Account, c
     _stop(client, account, schedule_id)
 
 
-def test_beat_sends_the_tick(settings_override: Any) -> None:
+def test_beat_sends_the_tick() -> None:
     from celeryconfig import beat_schedule
 
     entry = beat_schedule["task-schedules"]
