@@ -11,6 +11,7 @@ from app.blueprint import Blueprint, filtered_page
 from app.db import session_scope
 from app.pagination import PaginationArgs, page_answer
 from app.tasks import registry, service
+from app.tasks.schedules_api import blp as schedules_blp
 from app.tasks.schemas import (
     ErrorListArgs,
     NotificationPolicySchema,
@@ -23,11 +24,10 @@ from app.tasks.schemas import (
     TaskSchema,
     task_body,
 )
+from app.tasks.service import ACCOUNTS
 
 blp = Blueprint("tasks", __name__, url_prefix="/tasks", description="Long tasks")
 
-# Admin accounts may run tasks too: the garbage collector's admin-only targets need them.
-ACCOUNTS = ("user", "advanced_user", "admin")
 
 
 def _creator(name: str, description: str) -> Callable[..., Any]:
@@ -140,7 +140,5 @@ def get_notification_policy(task_id: int) -> dict[str, Any]:
 def replace_notification_policy(body: dict[str, Any], task_id: int) -> dict[str, Any]:
     return service.replace_notification_policy(current_principal().scope, task_id, body) or {}
 
-
-from app.tasks.schedules_api import blp as schedules_blp  # noqa: E402 - it takes ACCOUNTS from here
 
 BLUEPRINTS = [blp, schedules_blp]

@@ -11,8 +11,8 @@ from app.db import session_scope
 from app.pagination import PaginationArgs, page_of
 from app.schemas import StrictSchema
 from app.tasks import schedules
-from app.tasks.api import ACCOUNTS
 from app.tasks.schemas import TimeOrNow
+from app.tasks.service import ACCOUNTS
 
 blp = Blueprint("task_schedules", __name__, url_prefix="/tasks/schedules", description="Cron schedules of tasks")
 
