@@ -84,8 +84,11 @@ def in_range(query: Select[Any], key: Any, bounds: Mapping[str, Any]) -> Select[
 
 # ---- the exporter ---------------------------------------------------------------------------------
 class ExporterSchema(objects.SelectionSchema):
-    columns = fields.List(fields.String(), validate=validate.Length(min=1, max=64), metadata={
-        "description": "the fields to export, in this order; default: all of the objects' fields"})
+    columns = fields.List(fields.String(validate=validate.OneOf(sorted(set(FACE_COLUMNS) | set(EVENT_COLUMNS)))),
+                          validate=validate.Length(min=1, max=64), metadata={
+                              "description": "the fields to export, in this order; default: all of the objects' "
+                                             "fields (faces: " + ", ".join(FACE_COLUMNS) + "; events: "
+                                             + ", ".join(EVENT_COLUMNS) + ")"})
     with_samples = fields.Boolean(load_default=False, metadata={"description": "add the objects' samples"})
 
     @post_load
@@ -97,6 +100,14 @@ class ExporterSchema(objects.SelectionSchema):
                                                f"known: {', '.join(known)}"]})
         data["columns"] = list(dict.fromkeys(data.get("columns") or known))
         return data
+
+    @classmethod
+    def openapi_rules(cls) -> dict[str, Any]:
+        by_type = {"oneOf": [{"properties": {"objects_type": {"enum": [name]},
+                                             "columns": {"items": {"enum": list(known)}}}}
+                             for name, known in COLUMNS.items()]}
+        inherited = super().openapi_rules()
+        return {"allOf": [inherited, by_type]} if inherited else by_type
 
 
 def _column(objects_type: str, name: str) -> Any:

@@ -46,62 +46,69 @@ PART_SIZE = 10_000
 TARGETS = ("faces", "events", "general_events", "descriptors")
 
 
-class _AccountFilter(StrictSchema):
+class GcFilters(StrictSchema):
+    """Every target's filters; which apply to a target is :data:`ALLOWED` (and the OpenAPI rules)."""
+
     account_id = fields.UUID(metadata={"description": "admin: only this account (default: all of them); "
                                                       "a user may name only its own"})
-
-
-class FaceGcFilters(_AccountFilter):
     create_time__lt = TimeOrNow()
-    create_time__gte = TimeOrNow()
-    user_data = fields.String(validate=validate.Length(min=1, max=128), metadata={"description": "substring"})
-    list_id = fields.UUID()
+    create_time__gte = TimeOrNow(metadata={"description": "faces only"})
+    end_time__lt = TimeOrNow(metadata={"description": "events and general events"})
+    user_data = fields.String(validate=validate.Length(min=1, max=128),
+                              metadata={"description": "faces only: substring of user_data"})
+    list_id = fields.UUID(metadata={"description": "faces only: the faces of this list"})
+    handler_id = fields.UUID(metadata={"description": "events only: made by this handler"})
+    descriptor_version = fields.Integer(validate=validate.Range(min=1),
+                                        metadata={"description": "descriptors only, and required there"})
 
 
-class EventGcFilters(_AccountFilter):
-    create_time__lt = TimeOrNow()
-    end_time__lt = TimeOrNow()
-    handler_id = fields.UUID()
+ALLOWED = {"faces": {"account_id", "create_time__lt", "create_time__gte", "user_data", "list_id"},
+           "events": {"account_id", "create_time__lt", "end_time__lt", "handler_id"},
+           "general_events": {"account_id", "create_time__lt", "end_time__lt"},
+           "descriptors": {"account_id", "descriptor_version"}}
 
 
-class GeneralEventGcFilters(_AccountFilter):
-    create_time__lt = TimeOrNow()
-    end_time__lt = TimeOrNow()
-
-
-class DescriptorGcFilters(_AccountFilter):
-    descriptor_version = fields.Integer(required=True, validate=validate.Range(min=1))
-
-
-FILTERS = {"faces": FaceGcFilters, "events": EventGcFilters, "general_events": GeneralEventGcFilters,
-           "descriptors": DescriptorGcFilters}
+def _target_rule(target: str) -> dict[str, Any]:
+    others = sorted(set(GcFilters().fields) - ALLOWED[target])
+    filters: dict[str, Any] = {"not": {"anyOf": [{"required": [name]} for name in others]}}
+    if target == "descriptors":
+        filters["required"] = ["descriptor_version"]
+    else:
+        filters["minProperties"] = 1
+    return {"properties": {"target": {"enum": [target]}, "filters": filters}}
 
 
 class GcSchema(StrictSchema):
     target = fields.String(required=True, validate=validate.OneOf(TARGETS))
-    filters = fields.Dict(keys=fields.String(), load_default=dict, metadata={
+    filters = fields.Nested(GcFilters, required=True, metadata={
         "description": "faces: create_time__lt, create_time__gte, user_data, list_id; events: create_time__lt, "
                        "end_time__lt, handler_id; general_events: create_time__lt, end_time__lt; descriptors: "
-                       "descriptor_version; all: account_id. Faces and events need at least one"})
+                       "descriptor_version; all: account_id. Every target but descriptors needs at least one"})
     remove_samples = fields.Boolean(load_default=False, metadata={"description": "also delete their samples"})
     remove_image_origins = fields.Boolean(load_default=False, metadata={
-        "description": "not available: events do not keep the ids of their source images"})
+        "enum": [False], "description": "not available: events do not keep the ids of their source images"})
 
     @post_load
-    def _typed_filters(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        try:
-            data["filters"] = FILTERS[data["target"]]().load(data["filters"])
-        except ValidationError as exc:
-            raise ValidationError({"filters": exc.messages}) from None
-        if not any(v is not None for v in data["filters"].values()):
-            raise ValidationError({"filters": [f"{data['target']}: give at least one filter (an empty "
-                                               "filter would delete everything)"]})
+    def _target_filters(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        target, given = data["target"], {k for k, v in data["filters"].items() if v is not None}
+        wrong = sorted(given - ALLOWED[target])
+        if wrong:
+            raise ValidationError({"filters": {name: [f"not a filter of {target}"] for name in wrong}})
+        if target == "descriptors" and "descriptor_version" not in given:
+            raise ValidationError({"filters": {"descriptor_version": ["required for descriptors"]}})
+        if not given:
+            raise ValidationError({"filters": [f"{target}: give at least one filter (an empty filter would "
+                                               "delete everything)"]})
         if data["remove_image_origins"]:
             # The handlers store an event's source image under an id that the event row does not
             # keep, so there is nothing to find them by.
             raise ValidationError({"remove_image_origins": ["events do not keep the ids of their source "
                                                             "images; delete them from /images"]})
         return data
+
+    @classmethod
+    def openapi_rules(cls) -> dict[str, Any]:
+        return {"oneOf": [_target_rule(target) for target in TARGETS]}
 
 
 def check(session: Session, principal: Principal, content: dict[str, Any]) -> None:

@@ -58,8 +58,17 @@ class ListTarget(StrictSchema):
     def _one_list(self, data: dict[str, Any], **_: Any) -> None:
         if bool(data.get("list_id")) == bool(data.get("create_list")):
             raise ValidationError("give either list_id or create_list: 1")
-        if data.get("attributes") and not data.get("create_list"):
+        if "attributes" in data and not data.get("create_list"):
             raise ValidationError({"attributes": ["only for a list to create"]})
+
+    @classmethod
+    def openapi_rules(cls) -> dict[str, Any]:
+        return {"oneOf": [
+            {"required": ["list_id"], "properties": {"create_list": {"enum": [False]}},
+             "not": {"required": ["attributes"]}},
+            {"required": ["create_list"], "properties": {"create_list": {"enum": [True]}},
+             "not": {"required": ["list_id"]}},
+        ]}
 
 
 class LinkerSchema(objects.SelectionSchema):
