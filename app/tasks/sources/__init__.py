@@ -69,7 +69,8 @@ class Source:
 
     def check(self) -> None:
         """At creation, fail fast (short timeouts) on what would fail every part: credentials,
-        a missing bucket or folder, a host that does not answer."""
+        a missing bucket or folder, a host that does not answer. Sources override it with a
+        cheaper probe than a whole listing."""
         self.listing()
 
     def listing(self) -> list[FileEntry]:
@@ -130,6 +131,23 @@ def open_source(config: Mapping[str, Any], scope: Scope) -> Source:
     return source(config, scope)
 
 
+def _documented() -> list[dict[str, Any]]:
+    """Each source type's configuration as a JSON schema of its own (inline, for the OpenAPI
+    document): its fields, ``type`` fixed to its name, and its rules between fields."""
+    from apispec import APISpec
+    from apispec.ext.marshmallow import MarshmallowPlugin
+
+    plugin = MarshmallowPlugin(schema_name_resolver=lambda schema: None)  # None: nested schemas inline
+    APISpec("sources", "1", "3.0.3", plugins=[plugin])
+    out = []
+    for name, source in sorted(sources().items()):
+        schema = plugin.converter.schema2jsonschema(source.schema)
+        schema["properties"]["type"]["enum"] = [name]
+        rules = getattr(source.schema, "openapi_rules", None)
+        out.append({**schema, **(rules() if rules else {})})
+    return out
+
+
 class SourceField(fields.Field):
     """A source's configuration, loaded by the schema its ``type`` names."""
 
@@ -137,19 +155,16 @@ class SourceField(fields.Field):
         meta = kwargs.pop("metadata", {})
         meta.setdefault("description", "where the images are: type zip, s3, network_disk, ftp or samba, "
                                        "with that type's fields")
-        super().__init__(metadata=meta, **kwargs)
+        super().__init__(metadata={"oneOf": _documented(), **meta}, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, Any]:
         known = sources()
-        if not isinstance(value, Mapping) or value.get("type") not in known:
+        if not isinstance(value, Mapping) or not isinstance(value.get("type"), str) or value["type"] not in known:
             raise ValidationError(f"an object whose type is one of {sorted(known)}")
         return known[value["type"]].schema().load(value)
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
         return value
-
-    def _jsonschema_type_mapping(self) -> dict[str, Any]:
-        return {"type": "object"}
 
 
 def pack(source: Source, names: list[str]) -> bytes:

@@ -5,9 +5,8 @@ included: a task body must not make a worker read its own configuration or keys.
 from __future__ import annotations
 
 import os
-from typing import Any
 
-from marshmallow import ValidationError, fields, validate, validates
+from marshmallow import fields, validate
 
 from app import settings
 from app.tasks.sources import (
@@ -23,15 +22,12 @@ from app.tasks.sources import (
 
 
 class DiskSchema(SourceSchema):
-    path = fields.String(required=True, validate=validate.Length(min=1, max=4096),
-                         metadata={"description": "absolute path of the folder on the workers"})
+    path = fields.String(required=True, validate=[validate.Length(min=1, max=4096),
+                                                  validate.Regexp(r"^/", error="an absolute path")],
+                         metadata={"description": "absolute path of the folder on the workers, below a folder "
+                                                  "of the estimator_disk_roots setting"})
     recursive = fields.Boolean(load_default=False)
     follow_links = fields.Boolean(load_default=False)
-
-    @validates("path")
-    def _absolute(self, value: str, **_: Any) -> None:
-        if not os.path.isabs(value):
-            raise ValidationError("an absolute path")
 
 
 def _roots() -> list[str]:
@@ -57,6 +53,9 @@ class DiskSource(Source):
             # one answer for both: which folders exist outside the roots is none of the caller's business
             raise not_found("network disk")
         return folder
+
+    def check(self) -> None:
+        self._folder()
 
     def listing(self) -> list[FileEntry]:
         folder, roots = self._folder(), _roots()

@@ -121,7 +121,13 @@ class FtpSource(Source):
 
     def check(self) -> None:
         self._slot_wait = self.timeout  # a request waits for a free session no longer than for the server
-        super().check()
+        ftp = self._session()
+        try:
+            ftp.cwd(self._root())
+        except ftplib.error_perm:
+            raise not_found(WHAT) from None
+        except (OSError, EOFError, ftplib.Error):
+            raise unavailable(WHAT) from None
 
     def close(self) -> None:
         if self._ftp is not None:

@@ -92,6 +92,15 @@ class S3Source(Source):
                 return not_found(WHAT, "bucket")
         return unavailable(WHAT)
 
+    def check(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.list_objects_v2(Bucket=self.config["bucket_name"], Prefix=self.config.get("prefix", ""),
+                                        MaxKeys=1)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(exc) from None
+
     def listing(self) -> list[FileEntry]:
         from botocore.exceptions import BotoCoreError, ClientError
 

@@ -115,6 +115,13 @@ class SambaSource(Source):
     def _path(self, name: str = "") -> str:
         return "\\".join([self._root, *name.split("/")]) if name else self._root
 
+    def check(self) -> None:
+        import smbclient
+
+        kwargs = self._kwargs()
+        with _errors():
+            smbclient.stat(self._root, **kwargs)
+
     def listing(self) -> list[FileEntry]:
         import smbclient
 

@@ -51,6 +51,10 @@ class ZipSchema(SourceSchema):
         if ("url" in data) == ("object_id" in data):
             raise ValidationError("give either url or object_id", "url")
 
+    @classmethod
+    def openapi_rules(cls) -> dict[str, Any]:
+        return {"oneOf": [{"required": ["url"]}, {"required": ["object_id"]}]}
+
 
 def _limit() -> int:
     return int(settings.current().archive_max_size_mb * 2**20)

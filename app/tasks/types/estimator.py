@@ -59,6 +59,10 @@ class HandlerRefSchema(StrictSchema):
         if "handler_id" not in data and "policies" not in data:
             raise ValidationError("give handler_id, policies, or both (a dynamic handler)", "handler_id")
 
+    @classmethod
+    def openapi_rules(cls) -> dict[str, Any]:
+        return {"anyOf": [{"required": ["handler_id"]}, {"required": ["policies"]}]}
+
 
 class EstimatorContentSchema(StrictSchema):
     handler = fields.Nested(HandlerRefSchema, required=True)
