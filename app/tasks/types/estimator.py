@@ -1,7 +1,9 @@
 """The estimator task: images of a source (``app.tasks.sources``) processed under a handler's
 policies, as ``POST /handlers/{id}/events`` would process them.
 
-- split (cpu): list the source's files, PART_FILES names to a part. A transient source (an
+- split (cpu): list the source's files, a batch of the models (``inference_batch_max``) to a
+  part: a part's images fill one forward pass, and the gpu worker's threads overlap one part's
+  transfers and saves with another's pass. A transient source (an
   archive) is read here, once: each part's files go to a task blob the part reads.
 - part (gpu): read the part's files and run them through the gpu inference path's batcher
   (``tasks.inference``) a batch at a time, then the handler steps of ``app.handlers.processing``
@@ -41,7 +43,6 @@ from app.tasks.registry import Result, TaskType
 from app.tasks.runner import Job
 from inference import images as image_check
 
-PART_FILES = 16
 RAW, SAMPLES = 0, 1
 _NAMESPACE = uuid.UUID("0c6f8d52-3b7e-4a9f-b1d4-7e2a5c9f3d18")
 # What a single image's decode or analysis can refuse; anything else stops the part.
@@ -112,7 +113,8 @@ def split(job: Job) -> list[dict[str, Any]]:
                                     policies=PoliciesSchema().dump(ref["policies"])))
     with sources.open_source(job.content["source"], job.scope) as source:
         names = [f.name for f in source.files()]
-        parts = [names[i:i + PART_FILES] for i in range(0, len(names), PART_FILES)]
+        size = max(1, settings.current().inference_batch_max)
+        parts = [names[i:i + size] for i in range(0, len(names), size)]
         if source.transient:
             for n, files in enumerate(parts):
                 job.put_blob(f"part-{n}", sources.pack(source, files), "application/zip")
