@@ -41,7 +41,7 @@ class SourceSchema(StrictSchema):
 
     type = fields.String(required=True)
     prefix = fields.String(load_default="", validate=validate.Length(max=1024),
-                           metadata={"description": "only files whose name starts with it"})
+                           metadata={"description": "only files whose name (S3: whose key) starts with it"})
     postfix = fields.String(load_default="", validate=validate.Length(max=1024),
                             metadata={"description": "only files whose name ends with it"})
 
