@@ -171,21 +171,22 @@ class TaskPlatform(Platform):
         return seconds, task, body["result"]
 
 
-def process_peak_mb(pid: int) -> dict[str, float]:
-    """Peak (VmHWM) and current (VmRSS) resident size of a process and each of its children, MB,
-    by pid; the kernel keeps the peak, so nothing has to be sampled while the work runs."""
+def peak_rss_mb(pid: int) -> dict[int, float]:
+    """Peak resident size (VmHWM) of a process and of each of its children, MB, by pid: the kernel
+    keeps the peak, so nothing has to be sampled while the work runs."""
     import psutil
 
-    out: dict[str, float] = {}
+    out: dict[int, float] = {}
     for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
         for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-            if line.startswith(("VmHWM:", "VmRSS:")):
-                out[f"{proc.pid}.{line[:5]}"] = int(line.split()[1]) / 1024
+            if line.startswith("VmHWM:"):
+                out[proc.pid] = round(int(line.split()[1]) / 1024, 1)
     return out
 
 
 # ---- 1. the estimator from every source ---------------------------------------------------------
-ESTIMATOR_POLICIES = {"extract_policy": {"extract_face_descriptor": True}}  # detect, landmarks, descriptor: the raw pipeline's work
+# detection, landmarks and a descriptor of every face: the raw pipeline's work (events and samples stored, by default)
+ESTIMATOR_POLICIES = {"extract_policy": {"extract_face_descriptor": True}}
 
 
 class _TempDirs:
@@ -461,18 +462,16 @@ def exporter_figures(platform: TaskPlatform, db: BenchDatabase, faces: int) -> d
     copy_faces(db, account_id, faces, lists={"exported": faces})
     print(f"{faces} faces (in one list) copied in {time.perf_counter() - start:.1f} s", flush=True)
     worker = platform.start_cpu_worker()
-    idle = process_peak_mb(worker.pid)
+    idle = peak_rss_mb(worker.pid)
     seconds, task, archive = platform.run_task("exporter", {"objects_type": "faces", "filters": {}}, auth=auth)
-    peak = process_peak_mb(worker.pid)
+    peak = peak_rss_mb(worker.pid)
     with zipfile.ZipFile(io.BytesIO(archive)) as z, z.open("faces.csv") as csv_file:
         rows = sum(1 for _ in csv_file) - 1  # the header
-    peaks = {pid: round(mb, 1) for pid, mb in peak.items() if pid.endswith("VmHWM")}
     print(f"exporter: {faces} faces in {seconds:.1f} s ({task['parts_total']} parts), {rows} CSV rows, archive "
-          f"{len(archive) / 2**20:.1f} MB; worker processes' peak resident MB {peaks} (after start: "
-          f"{ {pid: round(mb, 1) for pid, mb in idle.items() if pid.endswith('VmHWM')} })", flush=True)
+          f"{len(archive) / 2**20:.1f} MB; the worker's processes' peak resident MB by pid {peak} (after its "
+          f"start: {idle})", flush=True)
     assert rows == faces, f"{rows} rows exported of {faces} faces"
-    return {"exporter_peak_mb": round(max(peaks.values()), 1),
-            "exporter_idle_mb": round(max(mb for pid, mb in idle.items() if pid.endswith("VmHWM")), 1),
+    return {"exporter_peak_mb": max(peak.values()), "exporter_idle_mb": max(idle.values()),
             "exporter_s": round(seconds, 1), "exporter_faces": faces, "exporter_archive_mb": round(len(archive) / 2**20, 1)}
 
 
