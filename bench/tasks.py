@@ -2,8 +2,8 @@
 inference pipeline, clustering and cross-matching against faiss, the exporter's worker memory.
 
 Runs ``facegate api`` on loopback against a fresh PostgreSQL database of its own
-(``facegate_bench_tasks_<pid>``, dropped at the end), a Redis of its own (the embedded one, on a free port) and the workers
-of docker/compose.yml: the ``gpu`` queue on a threads worker (8 threads, ``inference_batch_max`` =
+(``facegate_bench_tasks_<pid>``, dropped at the end), a Redis of its own (the embedded one, on a
+free port) and the workers of docker/compose.yml: the ``gpu`` queue on a threads worker (8 threads, ``inference_batch_max`` =
 ``--batch``) and the ``cpu`` queue (splits, parts of cpu types, merges) on a prefork worker (one
 child per core). Tasks go in as ``POST /tasks/<type>``; a task's time runs from that request to
 the first ``GET /tasks/{id}`` (polled every 50 ms) that shows it done, so it holds the split, every
@@ -36,10 +36,11 @@ part, the merge and the queues in between.
    ``fetch_and_faiss_s``, the same search after a plain psycopg SELECT of both lists'
    descriptors (what reading them out of PostgreSQL costs at all, which the task cannot avoid).
 3. Exporter (``--only exporter``): ``--exporter-faces`` (1,000,000) faces of another account,
-   in one list, written with binary COPY, all exported (every column) as CSV by a freshly started cpu worker. ``exporter_peak_mb``
-   is the largest peak resident size (VmHWM) of the worker's processes (parent and prefork
-   children) after the task (target < 500); ``exporter_idle_mb`` the same right after the worker
-   started, ``exporter_s`` the task's seconds.
+   in one list, written with binary COPY, all exported (every column) as CSV by a freshly started
+   cpu worker; the archive's rows are counted. ``exporter_peak_mb`` is the largest peak resident
+   size (VmHWM) of the worker's processes (parent and prefork children) after the task (target
+   < 500); ``exporter_idle_mb`` the same right after the worker started, ``exporter_s`` the task's
+   seconds.
 
 The machine may be shared (2 cores here, other processes busy): the load average is printed at
 the start and the end. Last line: one JSON object, ``{"bench": "tasks",
@@ -47,7 +48,9 @@ the start and the end. Last line: one JSON object, ``{"bench": "tasks",
 ...}``; a figure that was not measured is null with the reason under ``skipped``.
 
     .venv/bin/python bench/tasks.py [--only estimator,crossmatch,exporter] [--images 500]
-                                    [--sizes 10000,100000] [--exporter-faces 1000000] [--batch 32]
+                                    [--sources zip,s3,network_disk,ftp,samba] [--batch 32]
+                                    [--sizes 10000,100000] [--ref-share 0.1] [--limit 5]
+                                    [--exporter-faces 1000000]
 
 Quick check: ``--images 40 --sizes 2000 --exporter-faces 20000``.
 """
@@ -99,12 +102,17 @@ class TaskPlatform(Platform):
 
         self.env, self.worker, self.cpu = db.env, None, None
         self.procs = [embedded.start_redis(db.env["FACEGATE_REDIS_URL"], db.env["FACEGATE_DATA_DIR"])]
-        subprocess.run([FACEGATE, "buckets", "create"], env=self.env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.procs.append(db.start_api(port))
-        self.auth = (f"tasks-{uuid.uuid4().hex[:8]}@example.com", "bench password")
-        self.account_id = self.new_account(self.auth)
+        try:
+            subprocess.run([FACEGATE, "buckets", "create"], env=self.env, cwd=ROOT, check=True,
+                           stdout=subprocess.DEVNULL)
+            port = free_port()
+            self.url = f"http://127.0.0.1:{port}"
+            self.procs.append(db.start_api(port))
+            self.auth = (f"tasks-{uuid.uuid4().hex[:8]}@example.com", "bench password")
+            self.account_id = self.new_account(self.auth)
+        except BaseException:
+            self.stop()
+            raise
         self.http = requests.Session()
         self.http.auth = self.auth
 
@@ -517,11 +525,12 @@ def main() -> None:
     disk = work / "disk"  # the network disk's folder
     disk.mkdir()
     db.env["FACEGATE_ESTIMATOR_DISK_ROOTS"] = str(disk)
-    db.fresh()
-    platform = TaskPlatform(db)
     figures: dict[str, Any] = {}
     skipped: dict[str, str] = {}
+    platform = None
     try:
+        db.fresh()
+        platform = TaskPlatform(db)
         platform.start_cpu_worker()
         if "estimator" in only and missing_type("estimator", skipped) is None:
             platform.start_worker(args.batch)
@@ -534,7 +543,8 @@ def main() -> None:
         if "exporter" in only and missing_type("exporter", skipped) is None:
             figures.update(exporter_figures(platform, db, args.exporter_faces))
     finally:
-        platform.stop()
+        if platform is not None:
+            platform.stop()
         drop_database(db)
         for folder in (work, db.env["FACEGATE_DATA_DIR"]):
             shutil.rmtree(folder, ignore_errors=True)
