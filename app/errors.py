@@ -145,7 +145,7 @@ def error_response(exc: APIError) -> Response:
     return response
 
 
-def _flatten_messages(messages: Any, prefix: str = "") -> list[str]:
+def flatten_messages(messages: Any, prefix: str = "") -> list[str]:
     """webargs/marshmallow nest errors by location and field; name the field path in the detail."""
     if isinstance(messages, dict):
         out: list[str] = []
@@ -153,12 +153,12 @@ def _flatten_messages(messages: Any, prefix: str = "") -> list[str]:
             name = str(key) if not prefix else f"{prefix}.{key}"
             if prefix == "" and key in {"json", "query", "form", "files", "view_args", "headers"}:
                 name = ""
-            out.extend(_flatten_messages(value, name))
+            out.extend(flatten_messages(value, name))
         return out
     if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
         return [f"{prefix}: {' '.join(messages)}" if prefix else " ".join(messages)]
     if isinstance(messages, list):
-        return [m for item in messages for m in _flatten_messages(item, prefix)]
+        return [m for item in messages for m in flatten_messages(item, prefix)]
     return [f"{prefix}: {messages}" if prefix else str(messages)]
 
 
@@ -173,7 +173,7 @@ def _from_http_exception(exc: HTTPException) -> APIError:
         json_errors = messages.get("json") if isinstance(messages, dict) else None
         if json_errors == ["Invalid JSON body."] or json_errors == {"json": ["Invalid JSON body."]}:
             return APIError("bad_json", "request body is not valid JSON")
-        return APIError("validation", "; ".join(_flatten_messages(messages)))
+        return APIError("validation", "; ".join(flatten_messages(messages)))
     if getattr(exc, "error_kind", None):
         return APIError(exc.error_kind, exc.description or "")
     if isinstance(exc, WebsocketMismatch):

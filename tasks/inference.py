@@ -185,6 +185,23 @@ def _analyzed(owner: Scope, refs: list[dict[str, Any]],
         return [image.shape[:2] for _, image in loaded], found
 
 
+def analyze_stored(owner: Scope, refs: list[dict[str, Any]],
+                   options: dict[str, Any]) -> tuple[list[tuple[int, int]], list[analysis.Analysis]]:
+    """:func:`_analyzed` for long tasks' parts (``app.tasks.runner.Analyzer``), with the settings'
+    model switches applied and refusals as the API's errors."""
+    return _inference(lambda: _analyzed(owner, refs, options))  # type: ignore[arg-type,return-value]
+
+
+def analyze_images(items: list[tuple[Any, dict[str, Any]]]) -> list[analysis.Analysis]:
+    """Decoded images (each with its options) through the batcher, for long tasks' parts."""
+    def work() -> list[analysis.Analysis]:
+        for _, options in items:
+            analysis.require(options)
+        return batcher.run(_analyze_batch, items)
+
+    return _inference(work)  # type: ignore[arg-type,return-value]
+
+
 @celery.task(name="inference.sdk", acks_late=True, bind=True)
 @reported
 def sdk_task(self: Any, scope: str, refs: list[dict[str, str]], options: dict[str, Any]) -> dict[str, Any]:

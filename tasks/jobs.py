@@ -12,7 +12,7 @@ from typing import Any
 from app import dispatch
 from app.errors import APIError
 from app.tasks import runner
-from tasks import celery
+from tasks import celery, inference
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,11 @@ def split(task_id: int) -> dict[str, Any]:
     return {"task_id": task_id, "parts": len(parts)}
 
 
-def _run_part(step: Any, task_id: int, part: int) -> dict[str, Any]:
+def _run_part(step: Any, task_id: int, part: int, analyzer: runner.Analyzer | None = None) -> dict[str, Any]:
     def report(meta: dict[str, Any]) -> None:
         step.update_state(state=PROGRESS, meta=meta)
 
-    return {"task_id": task_id, "part": part, "outcome": runner.run_part(task_id, part, report)}
+    return {"task_id": task_id, "part": part, "outcome": runner.run_part(task_id, part, report, analyzer)}
 
 
 @celery.task(name="jobs.part", bind=True, acks_late=True)
@@ -53,8 +53,8 @@ def part(self: Any, task_id: int, part: int) -> dict[str, Any]:
 
 @celery.task(name="jobs.gpu_part", bind=True, acks_late=True)
 def gpu_part(self: Any, task_id: int, part: int) -> dict[str, Any]:
-    """One subtask of a type whose parts run neural networks, on a gpu worker."""
-    return _run_part(self, task_id, part)
+    """One subtask of a type whose parts run neural networks, on a gpu worker, with its models."""
+    return _run_part(self, task_id, part, inference)
 
 
 @celery.task(name="jobs.merge", acks_late=True)

@@ -130,7 +130,7 @@ def _rolled_up(body: Mapping[str, Any]) -> bool:
             and not (body.get("period") or 0) % 3600)
 
 
-def _hour(value: datetime) -> datetime:
+def hour_of(value: datetime) -> datetime:
     value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
 
@@ -139,7 +139,7 @@ def _roll_up(session: Session, account_id: uuid.UUID, rows: Sequence[Mapping[str
     """Add events (rows of ``event``) to the hourly roll-up, in the caller's transaction."""
     groups: dict[tuple[Any, ...], list[Any]] = {}
     for row in rows:
-        key = (_hour(row["create_time"]), row["handler_id"] or NO_HANDLER,
+        key = (hour_of(row["create_time"]), row["handler_id"] or NO_HANDLER,
                NO_SOURCE if row["source"] is None else row["source"])
         g = groups.setdefault(key, [0, 0, 0.0, None, None])
         g[0] += 1

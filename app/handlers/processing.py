@@ -272,7 +272,7 @@ def _any_holds(filters: Mapping[str, Any] | None, faces_: Sequence[Mapping[str, 
     return not filters or any(holds(filters, face) for face in faces_)
 
 
-def _largest(faces_: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+def largest_face(faces_: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """The face an event's attributes describe: the largest (an aggregate's one face has no box)."""
     return max(faces_, key=lambda f: f["detection"]["rect"]["width"] if "detection" in f else 0.0)
 
@@ -323,7 +323,7 @@ def build_events(found: Mapping[str, Any], scope: Scope, origin: Mapping[str, An
             "user_data": request.get("user_data"), "track_id": fields.get("track_id") or request.get("track_id"),
             "stream_id": request.get("stream_id"),
             "face_id": next((f["face_id"] for f in face_items if "face_id" in f), None),
-            "attributes": _face_attributes(_largest(face_items)) if face_items else None,
+            "attributes": _face_attributes(largest_face(face_items)) if face_items else None,
             "top_candidate_id": candidate.get("face_id") if candidate else None, "top_similarity": similarity,
             "meta": meta or None, "detections": detections,
             "location": {**{name: location.get(name) for name in events.LOCATION},
@@ -424,7 +424,7 @@ def _event_descriptors(events_: list[dict[str, Any]], found: Mapping[str, Any]) 
     for event, unit in zip(events_, _units(found)):
         with_vectors = [face for face in unit["faces"] if "descriptor" in face]
         if with_vectors:
-            face = _largest(with_vectors)
+            face = largest_face(with_vectors)
             out.append((uuid.UUID(event["event_id"]), face["descriptor_version"], vector_of(face).tobytes()))
     return out
 

@@ -221,7 +221,7 @@ class FaceCandidates:
                 version: int) -> Iterator[tuple[list[str], np.ndarray]]:
         query = scoped(Face, scope, Face.face_id, FaceDescriptor.descriptor).join(
             FaceDescriptor, (FaceDescriptor.face_id == Face.face_id) & (FaceDescriptor.version == version))
-        return _chunks(session, faces.filtered(query, filters))
+        return descriptor_chunks(session, faces.filtered(query, filters))
 
     def describe(self, session: Session, scope: Scope, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not ids:
@@ -233,7 +233,7 @@ class FaceCandidates:
                 for v in faces.face_views(session, rows)}
 
 
-def _chunks(session: Session, query: Any) -> Iterator[tuple[list[str], np.ndarray]]:
+def descriptor_chunks(session: Session, query: Any) -> Iterator[tuple[list[str], np.ndarray]]:
     """(ids, descriptors) of a query's (id, descriptor bytes) rows, a chunk at a time."""
     query = query.execution_options(yield_per=settings.current().matcher_chunk_size)
     for rows in session.execute(query).partitions():
@@ -252,7 +252,7 @@ class EventCandidates:
         query = scoped(Event, scope, Event.event_id, EventDescriptor.descriptor).join(
             EventDescriptor, (EventDescriptor.event_id == Event.event_id) & (EventDescriptor.version == version))
         query = query.where(*conditions(events.EVENTS.filters, filters, dialect_of(session)))
-        return topk_stream(queries, _chunks(session, query), limit, queries.shape[1])
+        return topk_stream(queries, descriptor_chunks(session, query), limit, queries.shape[1])
 
     def describe(self, session: Session, scope: Scope, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not ids:

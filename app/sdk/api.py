@@ -14,7 +14,7 @@ from marshmallow import ValidationError
 from app import jsonparse
 from app.auth import current_principal, require
 from app.blueprint import Blueprint
-from app.errors import APIError, _flatten_messages
+from app.errors import APIError, flatten_messages
 from app.image_store.service import IMAGE_TYPES
 from app.schemas import StrictSchema
 from app.sdk import service
@@ -48,7 +48,7 @@ def _load(schema: StrictSchema, data: Any) -> dict[str, Any]:
     try:
         return schema.load(data)
     except ValidationError as exc:
-        raise APIError("validation", "; ".join(_flatten_messages(exc.messages))) from None
+        raise APIError("validation", "; ".join(flatten_messages(exc.messages))) from None
 
 
 def request_images(schema: type[StrictSchema] = ImagesBody) -> tuple[list[service.SourceImage], dict[str, Any]]:

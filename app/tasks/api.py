@@ -64,7 +64,7 @@ def list_errors(args: dict[str, Any]) -> dict[str, Any]:
     return filtered_page("errors", args, service.list_errors)
 
 
-@blp.route("/<int:task_id>", methods=["GET"])
+@blp.route(f"/<{service.ROW_ID}:task_id>", methods=["GET"])
 @blp.response(200, TaskSchema)
 @require("task", "view", ACCOUNTS)
 def get_task(task_id: int) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def get_task(task_id: int) -> dict[str, Any]:
         return service.task_view(service.get_task(session, current_principal().read_scope(), task_id))
 
 
-@blp.route("/<int:task_id>", methods=["PATCH"])
+@blp.route(f"/<{service.ROW_ID}:task_id>", methods=["PATCH"])
 @blp.arguments(TaskPatchSchema)
 @blp.response(200, TaskSchema)
 @require("task", "modification", ACCOUNTS)
@@ -82,7 +82,7 @@ def patch_task(body: dict[str, Any], task_id: int) -> dict[str, Any]:
     return service.task_view(service.cancel(current_principal().scope, task_id))
 
 
-@blp.route("/<int:task_id>", methods=["DELETE"])
+@blp.route(f"/<{service.ROW_ID}:task_id>", methods=["DELETE"])
 @blp.response(204)
 @require("task", "deletion", ACCOUNTS)
 def delete_task(task_id: int) -> None:
@@ -90,7 +90,7 @@ def delete_task(task_id: int) -> None:
     service.delete_task(current_principal().scope, task_id)
 
 
-@blp.route("/<int:task_id>/subtasks", methods=["GET"])
+@blp.route(f"/<{service.ROW_ID}:task_id>/subtasks", methods=["GET"])
 @blp.arguments(PaginationArgs, location="query")
 @blp.response(200, SubtaskListSchema)
 @require("task", "view", ACCOUNTS)
@@ -101,7 +101,7 @@ def list_subtasks(args: dict[str, Any], task_id: int) -> dict[str, Any]:
         return page_answer("subtasks", rows, page, page_size)
 
 
-@blp.route("/<int:task_id>/errors", methods=["GET"])
+@blp.route(f"/<{service.ROW_ID}:task_id>/errors", methods=["GET"])
 @blp.arguments(PaginationArgs, location="query")
 @blp.response(200, TaskErrorListSchema)
 @require("task", "view", ACCOUNTS)
@@ -114,7 +114,7 @@ def list_task_errors(args: dict[str, Any], task_id: int) -> dict[str, Any]:
                            page, page_size)
 
 
-@blp.route("/<int:task_id>/result", methods=["GET"])
+@blp.route(f"/<{service.ROW_ID}:task_id>/result", methods=["GET"])
 @blp.response(200, {"type": "string", "format": "binary"}, content_type="application/octet-stream",
               description="JSON (`{\"result\", \"errors\"}`) or a file download (zip, CSV)")
 @require("task", "view", ACCOUNTS)
@@ -125,7 +125,7 @@ def get_result(task_id: int) -> Response:
     return Response(data, content_type=content_type, headers=headers)
 
 
-@blp.route("/<int:task_id>/notification_policy", methods=["GET"])
+@blp.route(f"/<{service.ROW_ID}:task_id>/notification_policy", methods=["GET"])
 @blp.response(200, NotificationPolicySchema)
 @require("task", "view", ACCOUNTS)
 def get_notification_policy(task_id: int) -> dict[str, Any]:
@@ -133,7 +133,7 @@ def get_notification_policy(task_id: int) -> dict[str, Any]:
     return service.notification_policy(current_principal().read_scope(), task_id) or {}
 
 
-@blp.route("/<int:task_id>/notification_policy", methods=["PUT"])
+@blp.route(f"/<{service.ROW_ID}:task_id>/notification_policy", methods=["PUT"])
 @blp.arguments(NotificationPolicySchema)
 @blp.response(200, NotificationPolicySchema)
 @require("task", "modification", ACCOUNTS)

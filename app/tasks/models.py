@@ -27,7 +27,8 @@ class Task(AccountOwned, Base):
     __tablename__ = "task"
     not_found = "task_not_found"
     label = "task"
-    __table_args__ = (Index("ix_task_account_create", "account_id", "create_time"),)
+    # SQLite would hand a deleted task's id to the next one: ids are what clients follow.
+    __table_args__ = (Index("ix_task_account_create", "account_id", "create_time"), {"sqlite_autoincrement": True})
 
     task_id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
     account_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("account.account_id", ondelete="CASCADE"))
@@ -88,7 +89,7 @@ class Schedule(AccountOwned, Base):
     conditional UPDATE, so however many beats tick, each firing creates one task."""
 
     __tablename__ = "task_schedule"
-    __table_args__ = (Index("ix_task_schedule_due", "status", "next_run_time"),)
+    __table_args__ = (Index("ix_task_schedule_due", "status", "next_run_time"), {"sqlite_autoincrement": True})
     not_found = "schedule_not_found"
     label = "schedule"
 

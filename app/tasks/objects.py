@@ -28,7 +28,7 @@ from app.faces import service as faces
 from app.faces.models import Face, FaceDescriptor
 from app.faces.schemas import EXTERNAL_ID, FaceFilterArgs
 from app.filters import conditions
-from app.matching.service import _chunks as descriptor_chunks
+from app.matching.service import descriptor_chunks
 from app.schemas import StrictSchema
 from app.scope import Scope, scoped
 from app.tasks.runner import Job

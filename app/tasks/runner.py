@@ -25,7 +25,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 # overwrites its own object instead of leaving a second one.
 _RESULT_NAMESPACE = uuid.UUID("5b0f2a4e-8c1d-4f7e-9a36-2d6b8e0c1f47")
 CANCEL_CHECK_S = 1.0
+# Blobs of a task that failed or was cancelled before its merge deleted them expire on their own.
+BLOB_TTL_DAYS = 30
 
 
 class TaskCancelled(Exception):
@@ -75,6 +77,16 @@ def celery_id(task_id: int, step: str) -> str:
 
 
 Progress = Callable[[dict[str, Any]], None]
+
+
+class Analyzer(Protocol):
+    """The gpu worker's models, handed to the parts of types that run them (``tasks.inference``
+    through ``jobs.gpu_part``): ``app/`` never imports the worker side."""
+
+    def analyze_stored(self, owner: Scope, refs: list[dict[str, Any]],
+                       options: dict[str, Any]) -> tuple[list[tuple[int, int]], list[Any]]: ...
+
+    def analyze_images(self, items: list[tuple[Any, dict[str, Any]]]) -> list[Any]: ...
 
 
 def part_step(task_id: int) -> str:
@@ -96,6 +108,7 @@ class Job:
     subtask_id: int | None = None
     part: int | None = None
     report: Progress | None = None
+    analyzer: Analyzer | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
     _checked_at: float = 0.0
 
@@ -103,6 +116,13 @@ class Job:
     def scope(self) -> Scope:
         """The task owner's account; types that act across accounts (admin GC) widen it themselves."""
         return Scope.of(self.account_id)
+
+    @property
+    def models(self) -> Analyzer:
+        """The worker's models; only parts on the ``gpu`` queue have them."""
+        if self.analyzer is None:
+            raise RuntimeError(f"task type {self.task_type.name} runs models: set its queue to gpu")
+        return self.analyzer
 
     def error(self, kind: str, detail: str, additional_info: Any = None) -> None:
         """Record one object's problem (``kind`` an error kind of app.errors); written with the
@@ -129,9 +149,10 @@ class Job:
 
     def put_blob(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         """Keep a large partial (a CSV chunk) in the task-result bucket; the same ``name`` twice
-        replaces it. Returns its object id."""
+        replaces it. Returns its object id. Expires after :data:`BLOB_TTL_DAYS` in any case."""
         oid = object_id(self.task_id, name)
-        image_store.put(image_store.KINDS["task_result"], self.scope, data, content_type, object_id=oid)
+        image_store.put(image_store.KINDS["task_result"], self.scope, data, content_type, object_id=oid,
+                        ttl=BLOB_TTL_DAYS)
         return oid
 
     def get_blob(self, name: str) -> bytes:
@@ -141,12 +162,14 @@ class Job:
         image_store.delete_many(image_store.KINDS["task_result"], self.scope, [object_id(self.task_id, name)])
 
 
-def _job(task: Task, subtask: Subtask | None = None, report: Progress | None = None) -> Job:
+def job_of(task: Task, subtask: Subtask | None = None, report: Progress | None = None,
+           analyzer: Analyzer | None = None) -> Job:
+    """What a step hands the type's functions for this task (and subtask)."""
     task_type = registry.get(task.task_type)
     content = task_type.schema().load(secrets.opened(task.content, task_type.secrets))
     return Job(task.task_id, task.account_id, task_type, content,
                subtask.subtask_id if subtask is not None else None, subtask.part if subtask is not None else None,
-               report)
+               report, analyzer)
 
 
 def _write_errors(session: Session, job: Job) -> None:
@@ -184,7 +207,7 @@ def split(task_id: int) -> list[int]:
         if task is None or task.status in FINISHED:
             return []
         has_parts = session.scalar(select(Subtask.subtask_id).where(Subtask.task_id == task_id).limit(1))
-        job = None if has_parts is not None else _job(task)
+        job = None if has_parts is not None else job_of(task)
     if job is not None:
         contents = job.task_type.split(job)  # outside the transaction: it may page through much
         with session_scope() as session:
@@ -219,7 +242,7 @@ def start_merge(task_id: int) -> None:
 
 
 # ---- parts -------------------------------------------------------------------------------------
-def run_part(task_id: int, part: int, report: Progress | None = None) -> str:
+def run_part(task_id: int, part: int, report: Progress | None = None, analyzer: Analyzer | None = None) -> str:
     """Run one subtask and checkpoint it; what happened, for the Celery result."""
     with session_scope() as session:
         task = session.get(Task, task_id)
@@ -236,7 +259,7 @@ def run_part(task_id: int, part: int, report: Progress | None = None) -> str:
                             .values(status=IN_PROGRESS, start_time=utcnow()))
             if subtask.status == PENDING:
                 notify.status_changed(session, task_id, subtask.subtask_id, IN_PROGRESS)
-        job = _job(task, subtask, report)
+        job = job_of(task, subtask, report, analyzer)
     if finished:
         start_merge(task_id)
         return "already done"
@@ -292,7 +315,7 @@ def merge(task_id: int) -> str:
         task = session.get(Task, task_id)
         if task is None or task.status != COLLECT_RESULTS:
             return "nothing to merge"
-        job, ttl = _job(task), task.result_ttl
+        job, ttl = job_of(task), task.result_ttl
     try:
         result: Result = job.task_type.merge(job, _partials(task_id))
     except APIError as exc:

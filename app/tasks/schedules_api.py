@@ -10,7 +10,7 @@ from app.blueprint import Blueprint, filtered_page
 from app.db import session_scope
 from app.pagination import PaginationArgs, page_of
 from app.schemas import StrictSchema
-from app.tasks import schedules
+from app.tasks import schedules, service
 from app.tasks.schemas import TimeOrNow
 from app.tasks.service import ACCOUNTS
 
@@ -89,7 +89,7 @@ def list_schedules(args: dict[str, Any]) -> dict[str, Any]:
     return filtered_page("schedules", args, schedules.list_schedules)
 
 
-@blp.route("/<int:schedule_id>", methods=["GET"])
+@blp.route(f"/<{service.ROW_ID}:schedule_id>", methods=["GET"])
 @blp.response(200, ScheduleSchema)
 @require("task", "view", ACCOUNTS)
 def get_schedule(schedule_id: int) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def get_schedule(schedule_id: int) -> dict[str, Any]:
         return schedules.view(schedules.get_schedule(session, current_principal().read_scope(), schedule_id))
 
 
-@blp.route("/<int:schedule_id>", methods=["PUT"])
+@blp.route(f"/<{service.ROW_ID}:schedule_id>", methods=["PUT"])
 @blp.arguments(ScheduleReplaceBody)
 @blp.response(200, ScheduleSchema)
 @require("task", "modification", ACCOUNTS)
@@ -107,7 +107,7 @@ def replace_schedule(body: dict[str, Any], schedule_id: int) -> dict[str, Any]:
     return schedules.replace(current_principal(), schedule_id, body["task"], body["cron"])
 
 
-@blp.route("/<int:schedule_id>", methods=["PATCH"])
+@blp.route(f"/<{service.ROW_ID}:schedule_id>", methods=["PATCH"])
 @blp.arguments(SchedulePatchBody)
 @blp.response(200, ScheduleSchema)
 @require("task", "modification", ACCOUNTS)
@@ -116,7 +116,7 @@ def patch_schedule(body: dict[str, Any], schedule_id: int) -> dict[str, Any]:
     return schedules.act(current_principal().scope, schedule_id, body["action"])
 
 
-@blp.route("/<int:schedule_id>", methods=["DELETE"])
+@blp.route(f"/<{service.ROW_ID}:schedule_id>", methods=["DELETE"])
 @blp.response(204)
 @require("task", "deletion", ACCOUNTS)
 def delete_schedule(schedule_id: int) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from app.errors import flatten_messages
 from app.faces.models import utcnow
 from app.handlers.schemas import DESCRIPTION, HEADER_NAME, URL
 from app.pagination import PaginationArgs, page_of
@@ -181,6 +182,4 @@ TaskErrorListSchema = page_of("errors", TaskErrorSchema, "TaskErrorListSchema")
 
 def validation_error(exc: ValidationError) -> str:
     """A marshmallow error as one line naming the fields."""
-    from app.errors import _flatten_messages
-
-    return "; ".join(_flatten_messages(exc.messages))
+    return "; ".join(flatten_messages(exc.messages))

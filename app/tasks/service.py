@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # Who may call the /tasks resources. Admin accounts may run tasks too: the garbage collector's
 # admin-only targets need them.
+# Task and schedule ids in URLs: what a BIGINT holds, so a larger number is a 404, not a database error.
+ROW_ID = "int(min=1, max=9223372036854775807)"
 ACCOUNTS = ("user", "advanced_user", "admin")
 FILTERS = Filterable(
     equal={"task_type": Task.task_type, "status": Task.status, "schedule_id": Task.schedule_id},

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("create_time", TIME, nullable=False),
         sa.Column("last_update_time", TIME, nullable=False),
         sa.Column("end_time", TIME, nullable=True),
+        sqlite_autoincrement=True,  # a deleted task's id is never handed out again
     )
     op.create_index("ix_task_account_create", "task", ["account_id", "create_time"])
     op.create_table(
@@ -79,6 +80,7 @@ def upgrade() -> None:
         sa.Column("last_task_id", sa.Integer(), nullable=True),
         sa.Column("create_time", TIME, nullable=False),
         sa.Column("last_update_time", TIME, nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_task_schedule_due", "task_schedule", ["status", "next_run_time"])
 

@@ -118,7 +118,7 @@ def run_part_again(task_id: int, part: int) -> Any:
         task = session.get(Task, task_id)
         subtask = session.scalar(select(Subtask).where(Subtask.task_id == task_id, Subtask.part == part))
         assert subtask.status == 5
-        job = runner._job(task, subtask)
+        job = runner.job_of(task, subtask)
         stored = subtask.result
     return job.task_type.part(job, subtask.content), stored
 
@@ -130,7 +130,7 @@ def split_again(task_id: int) -> list[dict[str, Any]]:
     from app.tasks.models import Task
 
     with session_scope() as session:
-        job = runner._job(session.get(Task, task_id))
+        job = runner.job_of(session.get(Task, task_id))
     return job.task_type.split(job)
 
 

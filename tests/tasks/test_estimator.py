@@ -23,6 +23,7 @@ from app.tasks import registry, runner
 from app.tasks.models import Subtask, Task
 from app.tasks.sources.ftp import FtpSchema, FtpSource
 from app.tasks.types import estimator
+from tasks import inference
 from tests.conftest import SHARED, Account
 from tests.storage.conftest import S3_KEYS, moto_endpoint  # noqa: F401 - a fixture
 from tests.tasks.servers import FTP_PASSWORD, FTP_USER, SMB_PASSWORD, SMB_USER, Server, ftp_server, smb_server  # noqa: F401
@@ -86,7 +87,7 @@ def _part_again(task_id: int) -> list[dict[str, Any]]:
     with session_scope() as session:
         row = session.get(Task, task_id)
         subtask = session.scalar(select(Subtask).where(Subtask.task_id == task_id, Subtask.part == 0))
-        job = runner._job(row, subtask)
+        job = runner.job_of(row, subtask, analyzer=inference)
     return estimator.part(job, subtask.content)
 
 

@@ -33,9 +33,9 @@ from app.filters import json_value
 from app.image_store import service as image_store
 from app.scope import Scope, scoped
 from app.tasks import objects, registry
+from app.tasks.objects import id_ranges, in_range, key_of, selected
 from app.tasks.registry import Result, TaskType
 from app.tasks.runner import Job
-from app.tasks.types.exporter import id_ranges, in_range, key_of, selected
 from inference import images as image_check
 
 PART_SIZE = 256
@@ -106,19 +106,11 @@ def _samples(job: Job, rows: list[Any]) -> Iterator[tuple[Any, np.ndarray]]:
 
 def _analysed(job: Job, images: list[np.ndarray]) -> list[Any]:
     """What the models find in the samples: through the gpu worker's batcher, with its model switches."""
-    from inference import analysis
-    from tasks import inference  # the worker's batcher: only a gpu worker runs parts of this type
-
     version = settings.current().face_descriptor_version
     options = ({"detect_face": 1, "extract_descriptor": 1, "descriptor_version": version, "sample": True}
                if job.content["extraction_target"] == "face_descriptor" else
                {"detect_face": 1, "estimate_basic_attributes": 1, "sample": True})
-
-    def work() -> dict[str, Any]:
-        analysis.require(options)
-        return {"found": inference.batcher.run(inference._analyze_batch, [(image, options) for image in images])}
-
-    return inference._inference(work)["found"]
+    return job.models.analyze_images([(image, options) for image in images])
 
 
 def _store_face_descriptors(session: Session, job: Job, found: list[tuple[uuid.UUID, bytes]]) -> None:

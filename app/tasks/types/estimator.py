@@ -182,8 +182,6 @@ def _analyze(job: Job, images: list[_Image], policies: dict[str, Any],
     """Detection, estimation and extraction of a batch in the batcher, then the detect policy's
     filter and samples per image; a batch the models refuse is retried one image at a time to find
     the image at fault. The images that came through."""
-    from tasks import inference as gpu  # the worker's batcher and model switches
-
     def refused(image: _Image, exc: APIError) -> None:
         if exc.kind not in _IMAGE_ERRORS:
             raise exc
@@ -192,7 +190,7 @@ def _analyze(job: Job, images: list[_Image], policies: dict[str, Any],
 
     options = processing.detect_options(policies)
     try:
-        sizes, found = gpu._inference(lambda: gpu._analyzed(job.scope, [i.ref for i in images], options))
+        sizes, found = job.models.analyze_stored(job.scope, [i.ref for i in images], options)
     except APIError as exc:
         if exc.kind not in _IMAGE_ERRORS:
             raise

@@ -4,10 +4,6 @@ their samples, when asked) in a ZIP archive.
 Memory stays flat however many objects there are: each part writes the CSV rows of its own id
 range (about :data:`PART_SIZE` objects) to a blob, and the merge streams those blobs one after the
 other into the archive's single CSV entry on a temporary file, then adds the samples one at a time.
-
-The selection helpers here (:func:`selected`, :func:`id_ranges`, :func:`in_range`) are shared by
-the linker, the garbage collector and the additional extraction: unlike ``app.tasks.objects``,
-which selects objects by their descriptors, these select every object the filters name.
 """
 from __future__ import annotations
 
@@ -15,71 +11,30 @@ import csv
 import io
 import json
 import tempfile
-import uuid
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from marshmallow import ValidationError, fields, post_load, validate
-from sqlalchemy import Select, String, cast, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import String, cast, func, select
 
-from app.db import dialect_of, session_scope
+from app.db import session_scope
 from app.errors import APIError
-from app.events import service as events
 from app.events.models import Event
-from app.faces import service as faces
 from app.faces.models import Face, ListFace
-from app.filters import conditions
 from app.image_store import service as image_store
-from app.scope import Scope, scoped
 from app.tasks import objects, registry
 from app.tasks.registry import Result, TaskType
 from app.tasks.runner import Job
 
 PART_SIZE = 10_000
 ROWS_PER_READ = 1000
-Range = dict[str, str | None]  # {"gte": id or None, "lt": id or None}, as app.tasks.objects names it
 
 FACE_COLUMNS = ("face_id", "account_id", "external_id", "user_data", "event_id", "avatar", "create_time",
                 "basic_attributes", "sample_ids", "lists")
 EVENT_COLUMNS = tuple(c.key for c in Event.__table__.columns)
 COLUMNS = {"faces": FACE_COLUMNS, "events": EVENT_COLUMNS}
-
-
-# ---- selection by filters, in id ranges ------------------------------------------------------------
-def key_of(objects_type: str) -> Any:
-    return Face.face_id if objects_type == "faces" else Event.event_id
-
-
-def selected(session: Session, scope: Scope, selection: Mapping[str, Any], *columns: Any) -> Select[Any]:
-    """``columns`` of every object the selection's filters name (``objects.SelectionSchema``),
-    with a descriptor or without."""
-    filters = selection["filters"]
-    if selection["objects_type"] == "faces":
-        return faces.filtered(scoped(Face, scope, *columns), filters)
-    return scoped(Event, scope, *columns).where(*conditions(events.EVENTS.filters, filters, dialect_of(session)))
-
-
-def id_ranges(session: Session, query: Select[Any], key: Any, size: int) -> list[Range]:
-    """Consecutive ``key`` ranges of about ``size`` rows of ``query`` each, covering all of them
-    (none when it has no rows); the first is open below, the last above."""
-    numbered = query.with_only_columns(key.label("id"), func.row_number().over(order_by=key).label("n")).subquery()
-    starts = [str(i) for i in session.scalars(select(numbered.c.id).where((numbered.c.n - 1) % size == 0)
-                                              .order_by(numbered.c.id))]
-    if not starts:
-        return []
-    bounds: list[str | None] = [None, *starts[1:], None]
-    return [{"gte": a, "lt": b} for a, b in zip(bounds, bounds[1:])]
-
-
-def in_range(query: Select[Any], key: Any, bounds: Mapping[str, Any]) -> Select[Any]:
-    if bounds.get("gte"):
-        query = query.where(key >= uuid.UUID(bounds["gte"]))
-    if bounds.get("lt"):
-        query = query.where(key < uuid.UUID(bounds["lt"]))
-    return query
 
 
 # ---- the exporter ---------------------------------------------------------------------------------
@@ -137,15 +92,15 @@ def _samples(objects_type: str, value: Any) -> list[tuple[str, str]]:
 
 
 def split(job: Job) -> list[dict[str, Any]]:
-    key = key_of(job.content["objects_type"])
+    key = objects.key_of(job.content["objects_type"])
     with session_scope() as session:
-        return id_ranges(session, selected(session, job.scope, job.content, key), key, PART_SIZE)
+        return objects.id_ranges(session, objects.selected(session, job.scope, job.content, key), key, PART_SIZE)
 
 
 def part(job: Job, bounds: dict[str, Any]) -> dict[str, Any]:
     """Write the CSV rows (no header) of the range to ``part-<n>``, its samples' ids to ``part-<n>-samples``."""
     objects_type, names = job.content["objects_type"], job.content["columns"]
-    key = key_of(objects_type)
+    key = objects.key_of(objects_type)
     columns = [_column(objects_type, name) for name in names]
     if job.content["with_samples"]:
         columns.append(Face.sample_ids if objects_type == "faces" else Event.detections)
@@ -154,7 +109,8 @@ def part(job: Job, bounds: dict[str, Any]) -> dict[str, Any]:
     samples: list[str] = []
     rows = 0
     with session_scope() as session:
-        query = in_range(selected(session, job.scope, job.content, *columns), key, bounds).order_by(key)
+        query = objects.in_range(objects.selected(session, job.scope, job.content, *columns), key, bounds)
+        query = query.order_by(key)
         for row in session.execute(query.execution_options(yield_per=ROWS_PER_READ)):
             writer.writerow([_cell(v) for v in row[:len(names)]])
             if job.content["with_samples"]:

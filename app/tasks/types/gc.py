@@ -37,10 +37,10 @@ from app.image_store import service as image_store
 from app.schemas import StrictSchema
 from app.scope import ALL_ACCOUNTS, Scope, scoped
 from app.tasks import registry
+from app.tasks.objects import id_ranges, in_range
 from app.tasks.registry import Result, TaskType
 from app.tasks.runner import Job
 from app.tasks.schemas import TimeOrNow
-from app.tasks.types.exporter import id_ranges, in_range
 
 PART_SIZE = 10_000
 TARGETS = ("faces", "events", "general_events", "descriptors")
@@ -267,7 +267,7 @@ def _delete_events(job: Job, scope: Scope, bounds: Mapping[str, Any]) -> dict[st
         with session_scope() as session:
             session.execute(delete(EventDescriptor).where(EventDescriptor.event_id.in_(ids)))
             session.execute(delete(Event).where(Event.event_id.in_(ids)))
-            _recount_hours(session, {(r.account_id, events._hour(r.create_time)) for r in rows})
+            _recount_hours(session, {(r.account_id, events.hour_of(r.create_time)) for r in rows})
         deleted += len(rows)
         if job.content["remove_samples"]:
             samples += _remove_samples(scope, [s for r in rows for s in _event_samples(r.detections)])

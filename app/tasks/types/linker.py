@@ -30,15 +30,15 @@ from app.faces import lists
 from app.faces import service as faces
 from app.faces.models import Face, FaceList, utcnow
 from app.faces.schemas import USER_DATA
-from app.handlers.processing import _largest
+from app.handlers.processing import largest_face
 from app.image_store import service as image_store
 from app.schemas import StrictSchema
 from app.scope import Scope, scoped
 from app.tasks import objects, registry
 from app.tasks.models import Task
+from app.tasks.objects import id_ranges, in_range, key_of, selected
 from app.tasks.registry import Result, TaskType
 from app.tasks.runner import Job
-from app.tasks.types.exporter import id_ranges, in_range, key_of, selected
 from inference import descriptor_format as fmt
 
 PART_SIZE = 1000
@@ -140,7 +140,7 @@ def _attach(job: Job, list_id: uuid.UUID, face_ids: list[uuid.UUID]) -> None:
 def _stored_sample(scope: Scope, detections: Any) -> list[str]:
     """The sample of an event's largest face, when the image store still has it."""
     found = [d for d in detections or () if d.get("type") == "face"]
-    sample_id = _largest(found).get("sample_id") if found else None
+    sample_id = largest_face(found).get("sample_id") if found else None
     if not sample_id:
         return []
     try:
