@@ -429,40 +429,56 @@ def _event_descriptors(events_: list[dict[str, Any]], found: Mapping[str, Any]) 
     return out
 
 
-def _already_saved(session: Any, scope: Scope, events_: list[dict[str, Any]], face_items: list[dict[str, Any]]) -> bool:
-    """Whether an earlier run of this step committed (everything of a request is one transaction):
-    its faces, or the outbox rows of its events (written for stored events and for announced ones)."""
-    ids = [uuid.UUID(e["event_id"]) for e in events_]
-    if ids and session.scalar(select(Outbox.seq).where(Outbox.event_id.in_(ids)).limit(1)) is not None:
-        return True
-    if face_items:
-        first = scoped(Face, scope, Face.face_id).where(Face.face_id == face_items[0]["face_id"])
-        return session.scalar(first) is not None
-    return False
+def _already_saved(session: Any, scope: Scope, made: list[list[dict[str, Any]]],
+                   face_items: list[list[dict[str, Any]]]) -> list[bool]:
+    """Which requests an earlier run of this step committed (everything of a request is in one
+    transaction): its faces, or the outbox rows of its events (written for stored events and for
+    announced ones). Two queries, however many requests."""
+    ids = {uuid.UUID(e["event_id"]) for events_ in made for e in events_}
+    outboxed = set(session.scalars(select(Outbox.event_id).where(Outbox.event_id.in_(ids)))) if ids else set()
+    firsts = [items[0]["face_id"] for items in face_items if items]
+    stored = set(session.scalars(scoped(Face, scope, Face.face_id).where(Face.face_id.in_(firsts)))) if firsts else set()
+    return [any(uuid.UUID(e["event_id"]) in outboxed for e in events_) or bool(items and items[0]["face_id"] in stored)
+            for events_, items in zip(made, face_items)]
 
 
 def save(found: Mapping[str, Any], scope: Scope, origin: Mapping[str, Any], policies: Mapping[str, Any],
          request: Mapping[str, Any], refs: list[dict[str, str]]) -> list[dict[str, Any]]:
     """Store what the policies keep, all rows of the request in one transaction; the events answered."""
-    events_ = build_events(found, scope, origin, policies, request)
-    _store_objects(events_, found, scope, policies, refs)
+    return save_many(scope, origin, policies, [(found, request, refs)])[0]
+
+
+def save_many(scope: Scope, origin: Mapping[str, Any], policies: Mapping[str, Any],
+              requests: Sequence[tuple[Mapping[str, Any], Mapping[str, Any], list[dict[str, str]]]]
+              ) -> list[list[dict[str, Any]]]:
+    """:func:`save` of several requests (found, request, refs) under one handler's policies (the
+    estimator's images, a request each) with the rows of all of them in one transaction: a request
+    an earlier run saved is left as it is, the others are saved. The events of each request."""
+    made = [build_events(found, scope, origin, policies, request) for found, request, _ in requests]
+    for events_, (found, _, refs) in zip(made, requests):
+        _store_objects(events_, found, scope, policies, refs)
     store_event = policies["storage_policy"]["event_policy"]["store_event"]
-    face_items = _face_items(events_, found, policies, request)
+    face_items = [_face_items(events_, found, policies, request) for events_, (found, request, _) in zip(made, requests)]
     announced = False
     with session_scope() as session:
-        if not _already_saved(session, scope, events_, face_items):
-            if face_items:
-                faces.create_faces(session, scope, face_items)
-            rows = [_event_row(e) for e in events_] if store_event else []
-            notices = [(e, callbacks_of(e, policies)) for e in events_]
+        new = [n for n, saved in enumerate(_already_saved(session, scope, made, face_items)) if not saved]
+        if new:
+            new_faces = [item for n in new for item in face_items[n]]
+            if new_faces:
+                faces.create_faces(session, scope, new_faces)
+            new_events = [e for n in new for e in made[n]]
+            rows = [_event_row(e) for e in new_events] if store_event else []
+            notices = [(e, callbacks_of(e, policies)) for e in new_events]
             if rows:
                 events.save_events(session, scope, rows, notices)
-                events.save_descriptors(session, scope, _event_descriptors(events_, found))
+                events.save_descriptors(session, scope, [d for n in new for d in
+                                                         _event_descriptors(made[n], requests[n][0])])
             else:
                 events.announce(session, scope, notices)
             announced = any(callbacks for _, callbacks in notices)
-    sdk.delete_sources(scope, refs)
+    refs = [ref for _, _, request_refs in requests for ref in request_refs]
+    if refs:
+        sdk.delete_sources(scope, refs)
     if announced:
         dispatch.enqueue(dispatch.task("notifications.relay"))
-    return events_
-
+    return made

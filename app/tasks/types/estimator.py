@@ -145,63 +145,77 @@ def _failure(job: Job, name: str, kind: str, detail: str) -> dict[str, Any]:
 class _Image:
     """One file of a part on its way through the steps."""
 
-    def __init__(self, job: Job, name: str) -> None:
+    def __init__(self, job: Job, name: str, data: bytes, header: image_check.ImageHeader) -> None:
         self.name = name
         self.id = str(file_id(job.task_id, name))
-        self.ref: dict[str, Any] = {}
+        self.data = data
+        self.header = header
+        self.refs: list[dict[str, Any]] = []  # the stored source image, only where its origin is kept
         self.found: dict[str, Any] | None = None
 
 
-def _stored(job: Job, reader: Any, names: list[str], results: dict[str, dict[str, Any]]) -> list[_Image]:
-    """Read the files and keep the images among them in the source-image bucket, where the
-    inference path loads them; the others get their error."""
+def _read(job: Job, reader: Any, names: list[str], results: dict[str, dict[str, Any]]) -> list[_Image]:
+    """Read the files and check their headers; the files that are no image get their error."""
     s = settings.current()
     kept = []
     for name in names:
-        image = _Image(job, name)
         try:
             data = reader.read(name)
             with image_store.image_errors(name):
-                image_check.read_header(data, s.inference_max_image_pixels, s.image_decode_budget_mb)
+                header = image_check.read_header(data, s.inference_max_image_pixels, s.image_decode_budget_mb)
         except sources.FileUnreadable as exc:
             results[name] = _failure(job, name, "file_unreadable", str(exc))
             continue
         except APIError as exc:
             results[name] = _failure(job, name, exc.kind, exc.detail)
             continue
-        image_store.put(sdk.SOURCE, job.scope, data, "application/octet-stream", object_id=image.id,
-                        ttl=sdk.SOURCE_TTL_DAYS)
-        image.ref = {"image_id": image.id, "filename": name,
-                     **({"sample": True} if job.content["image_type"] == SAMPLES else {})}
-        kept.append(image)
+        kept.append(_Image(job, name, data, header))
     return kept
 
 
 def _analyze(job: Job, images: list[_Image], policies: dict[str, Any],
              results: dict[str, dict[str, Any]]) -> list[_Image]:
-    """Detection, estimation and extraction of a batch in the batcher, then the detect policy's
-    filter and samples per image; a batch the models refuse is retried one image at a time to find
-    the image at fault. The images that came through."""
+    """Decode a batch in memory (never through the image store) and run detection, estimation and
+    extraction on it in the batcher, then the detect policy's filter and samples per image; a
+    batch the models refuse is retried one image at a time to find the image at fault. The images
+    that came through."""
     def refused(image: _Image, exc: APIError) -> None:
         if exc.kind not in _IMAGE_ERRORS:
             raise exc
         results[image.name] = _failure(job, image.name, exc.kind, exc.detail)
-        sdk.delete_sources(job.scope, [image.ref])
 
-    options = processing.detect_options(policies)
-    try:
-        sizes, found = job.models.analyze_stored(job.scope, [i.ref for i in images], options)
-    except APIError as exc:
-        if exc.kind not in _IMAGE_ERRORS:
-            raise
-        if len(images) > 1:
-            return [done for image in images for done in _analyze(job, [image], policies, results)]
-        refused(images[0], exc)
+    s = settings.current()
+    options = {**processing.detect_options(policies), "sample": job.content["image_type"] == SAMPLES}
+    # the decode budget holds until the models are done with the pixels, as for an API request
+    with image_check.decode_budget([i.header for i in images], s.image_decode_budget_mb,
+                                   sdk.ANALYSIS_BYTES_PER_PIXEL):
+        decoded: list[tuple[_Image, Any]] = []
+        for image in images:
+            try:
+                with image_store.image_errors(image.name):
+                    decoded.append((image, image_check.decode(image.data, image.header)))
+            except APIError as exc:
+                refused(image, exc)
+        failed: APIError | None = None
+        try:
+            found = job.models.analyze_images([(pixels, options) for _, pixels in decoded]) if decoded else []
+        except APIError as exc:
+            if exc.kind not in _IMAGE_ERRORS:
+                raise
+            found, failed = [], exc
+        sizes = [pixels.shape[:2] for _, pixels in decoded]
+        decoded_images = [image for image, _ in decoded]
+        decoded.clear()  # the pixels go with the budget
+    if failed is not None:  # one at a time to find the image at fault, each under a budget of its own
+        if len(decoded_images) > 1:
+            return [done for image in decoded_images for done in _analyze(job, [image], policies, results)]
+        refused(decoded_images[0], failed)
         return []
     kept = []
-    for image, size, analysis in zip(images, sizes, found):
+    for image, size, analysis in zip(decoded_images, sizes, found):
         try:
-            image.found = processing.detect(image.id, job.scope, [image.ref], policies, False, [size], [analysis])
+            image.found = processing.detect(image.id, job.scope, [{"filename": image.name}], policies, False,
+                                            [size], [analysis])
         except APIError as exc:
             refused(image, exc)
             continue
@@ -232,18 +246,25 @@ def part(job: Job, content: dict[str, Any]) -> list[dict[str, Any]]:
     # session of the server (FTP's max_sessions) for the transfers only, not through the models.
     reader = _reader(job)
     try:
-        images = _stored(job, reader, names, results)
+        images = _read(job, reader, names, results)
     finally:
         reader.close()
     request_time = datetime.now(timezone.utc).isoformat()
+    keep_origin = policies["storage_policy"]["image_origin_policy"]["store_image"]
     step = max(1, settings.current().inference_batch_max)
     for start in range(0, len(images), step):
         batch = _analyze(job, images[start:start + step], policies, results)
         if batch and policies["match_policy"]:
             _match(job, batch, policies["match_policy"])
-        for image in batch:
-            request = {"images": [{"filename": image.name}], "time": request_time}
-            events = processing.save(image.found, job.scope, origin, policies, request, [image.ref])
+        if keep_origin:  # the save step copies the origin from the source-image bucket
+            for image in batch:
+                image_store.put(sdk.SOURCE, job.scope, image.data, "application/octet-stream",
+                                object_id=image.id, ttl=sdk.SOURCE_TTL_DAYS)
+                image.refs = [{"image_id": image.id, "filename": image.name}]
+        saved = processing.save_many(job.scope, origin, policies, [
+            (image.found, {"images": [{"filename": image.name}], "time": request_time}, image.refs)
+            for image in batch]) if batch else []
+        for image, events in zip(batch, saved):
             results[image.name] = {"filename": image.name, "status": "success", "events": events}
         job.progress(min(start + step, len(images)), len(images))
     return [results[name] for name in names]
