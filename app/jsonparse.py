@@ -3,7 +3,8 @@
 The standard parser accepts things that later fail far from the request (and answered 500): a
 5,000-digit number (``int()`` refuses it, a ValueError nothing expected), nesting deep enough to
 raise RecursionError, ``"\\ud800"`` escapes that decode to lone surrogates no database or Redis
-can encode, and ``NaN``/``Infinity``, which are not JSON at all. :func:`loads` refuses all of them
+can encode, ``"\\u0000"`` (NUL, which no PostgreSQL text or JSONB value holds), and
+``NaN``/``Infinity``, which are not JSON at all. :func:`loads` refuses all of them
 with :class:`JSONRejected`, whose text says what was wrong and is meant for the client.
 """
 from __future__ import annotations
@@ -47,14 +48,16 @@ def _constant(name: str) -> Any:
 
 
 def _check_strings_and_depth(value: Any) -> None:
-    """Walk the parsed value without recursion: nesting depth, and lone surrogates in keys and
-    strings (an escape like ``"\\udc00"`` is valid JSON syntax but names no character)."""
+    """Walk the parsed value without recursion: nesting depth, and NULs and lone surrogates in keys
+    and strings (an escape like ``"\\udc00"`` is valid JSON syntax but names no character)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
             if not item.isascii() and _SURROGATE.search(item):
                 raise JSONRejected("a string holds a lone surrogate (\\ud800-\\udfff escape without its pair)")
+            if "\x00" in item:
+                raise JSONRejected("a string holds a NUL character (\\u0000)")
             continue
         if isinstance(item, dict):
             children = [*item.keys(), *item.values()]

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import io
 import json
 import os
 import sys
 import threading
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import requests
@@ -86,6 +88,7 @@ def main() -> dict[str, str]:
     image = default_image()
     if image is not None:
         handler_events(login, password, image)
+        long_task(login, password, image)
     print(f"smoke passed against {API} (task {task_id})")
     return headers
 
@@ -114,6 +117,37 @@ def handler_events(login: str, password: str, image: Path) -> None:
              json.loads(message)["event"]["event_id"] == event_id, message)
     finally:
         ws.close()
+
+
+def long_task(login: str, password: str, image: Path) -> None:
+    """An estimator task over a ZIP archive in the image store: split, a part on the gpu queue,
+    the merge, the result; and its steps seen by Flower under ids derived from the task id."""
+    auth = (login, password)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("one.jpg", image.read_bytes())
+        z.writestr("notes.txt", b"not an image")
+    r = requests.post(f"{API}/objects", auth=auth, timeout=10, data=archive.getvalue(),
+                      headers={"Content-Type": "application/zip"})
+    step("archive stored as an object", r.status_code == 201, r.text)
+    body = {"content": {"handler": {"policies": {"extract_policy": {"extract_face_descriptor": True}}},
+                        "source": {"type": "zip", "object_id": r.json()["object_id"]}}}
+    r = requests.post(f"{API}/tasks/estimator", auth=auth, timeout=10, json=body)
+    step("estimator task created", r.status_code == 201, r.text)
+    task_id = r.json()["task_id"]
+    deadline = time.monotonic() + 180
+    while True:
+        task = requests.get(f"{API}/tasks/{task_id}", auth=auth, timeout=10).json()
+        if task["status"] in (2, 3, 5) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    step("the task is done", task["status"] == 5 and task["parts_done"] == task["parts_total"], task)
+    result = requests.get(f"{API}/tasks/{task_id}/result", auth=auth, timeout=10).json()
+    statuses = {entry["filename"]: entry["status"] for entry in result["result"]}
+    step("its result: the photo's event, the text file an error",
+         statuses == {"one.jpg": "success", "notes.txt": "error"}, statuses)
+    r = requests.get(f"{FLOWER}/api/task/info/task-{task_id}-split", auth=FLOWER_AUTH, timeout=30)
+    step("Flower shows the task's split", r.status_code == 200 and r.json().get("name") == "jobs.split", r.text[:300])
 
 
 def worker_pids() -> dict[str, int]:

@@ -115,8 +115,10 @@ def list_task_errors(args: dict[str, Any], task_id: int) -> dict[str, Any]:
 
 
 @blp.route(f"/<{service.ROW_ID}:task_id>/result", methods=["GET"])
-@blp.response(200, {"type": "string", "format": "binary"}, content_type="application/octet-stream",
-              description="JSON (`{\"result\", \"errors\"}`) or a file download (zip, CSV)")
+@blp.doc(responses={"200": {"description": "JSON (`{\"result\", \"errors\"}`), or a file to download",
+                            "content": {"application/json": {"schema": {"type": "object"}},
+                                        "application/zip": {"schema": {"type": "string", "format": "binary"}},
+                                        "text/csv": {"schema": {"type": "string"}}}}})
 @require("task", "view", ACCOUNTS)
 def get_result(task_id: int) -> Response:
     data, content_type, filename = service.result(current_principal().read_scope(), task_id)

@@ -41,8 +41,7 @@ def wanted(policy: Mapping[str, Any] | None, subtask_id: int | None, status: int
 
 def target(callback: Mapping[str, Any]) -> dict[str, Any]:
     """A task callback as the webhook sender reads a target (secrets still sealed)."""
-    out: dict[str, Any] = {"url": callback["url"],
-                           "headers": [{"name": k, "value": v} for k, v in (callback.get("headers") or {}).items()]}
+    out: dict[str, Any] = {"url": callback["url"], "headers": callback.get("headers") or []}
     if callback.get("timeout_s"):
         out["timeout_s"] = callback["timeout_s"]
     auth = callback.get("authorization") or {}

@@ -10,7 +10,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from app.errors import flatten_messages
 from app.faces.models import utcnow
-from app.handlers.schemas import DESCRIPTION, HEADER_NAME, URL
+from app.handlers.schemas import DESCRIPTION, URL, CallbackHeaderSchema
 from app.pagination import PaginationArgs, page_of
 from app.schemas import StrictSchema
 from app.tasks.models import STATUS_NAMES
@@ -76,8 +76,9 @@ class TaskCallbackAuthSchema(StrictSchema):
 
 class TaskCallbackSchema(StrictSchema):
     url = fields.String(required=True, validate=URL)
-    headers = fields.Dict(keys=fields.String(validate=HEADER_NAME), values=fields.String(validate=validate.Length(max=1024)),
-                          load_default=dict)
+    # A list of {name, value}, as handlers' callbacks take them: OpenAPI 3.0 cannot state a rule on keys.
+    headers = fields.List(fields.Nested(CallbackHeaderSchema), validate=validate.Length(max=32), load_default=list,
+                          metadata={"description": "extra headers"})
     authorization = fields.Nested(TaskCallbackAuthSchema)
     timeout_s = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=60.0))
 

@@ -62,14 +62,15 @@ SURROGATES = {
     "high then text": '{"a": "\\ud83dx"}',
     "pair reversed": '{"a": "\\ude00\\ud83d"}',
 }
+NULS = {"in a value": '{"user_data": "a\\u0000b"}', "in a nested key": '{"content": {"x\\u0000": []}}'}
 NOT_JSON_NUMBERS = {"NaN": '{"a": NaN}', "Infinity": '{"a": Infinity}', "-Infinity": '{"a": [-Infinity]}'}
 NOT_UTF8 = {"CESU surrogate": b'{"a": "\xed\xa0\x80"}', "stray byte": b'{"a": "\xff"}',
             "UTF-16": '{"a": 1}'.encode("utf-16"), "overlong": b'{"a": "\xc0\xaf"}'}
 
 
 @pytest.mark.parametrize("method,url", JSON_ENDPOINTS)
-@pytest.mark.parametrize("cls", [HUGE_NUMBERS, DEEP, SURROGATES, NOT_JSON_NUMBERS, NOT_UTF8],
-                         ids=["huge-numbers", "deep-nesting", "lone-surrogates", "nan-infinity", "not-utf8"])
+@pytest.mark.parametrize("cls", [HUGE_NUMBERS, DEEP, SURROGATES, NULS, NOT_JSON_NUMBERS, NOT_UTF8],
+                         ids=["huge-numbers", "deep-nesting", "lone-surrogates", "nuls", "nan-infinity", "not-utf8"])
 def test_json_past_the_limits_is_bad_json(client, account, cls, method, url):
     for name, body in cls.items():
         r = send_json(client, account, method, url, body)
@@ -82,6 +83,7 @@ def test_the_detail_names_the_problem(client, account):
              (HUGE_NUMBERS["exponent overflows"], "out of range"),
              (DEEP["arrays 10,000 deep"], f"deeper than {MAX_DEPTH} levels"),
              (SURROGATES["in a key"], "lone surrogate"),
+             (NULS["in a nested key"], "NUL character"),
              (NOT_JSON_NUMBERS["NaN"], "NaN is not a JSON value"),
              (NOT_UTF8["stray byte"], "not valid UTF-8")]
     for body, words in cases:

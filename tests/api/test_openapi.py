@@ -50,11 +50,20 @@ UNSTATABLE = [
     # GET /ws exists only as a websocket: a plain HTTP request, which is all the tool sends, is
     # refused before the query is read.
     (10010, "this resource is a websocket"),
-    # No text takes a NUL character (PostgreSQL's text cannot hold one); the document would have
-    # to say so of every string.
-    (10005, "NUL character"),
+    # No text takes a NUL character (PostgreSQL's text cannot hold one), in a query string or a JSON
+    # body; the document would have to say so of every string.
+    (10005, "NUL character"), (10001, "NUL character"),
     # Verifying images needs candidates or a second image: a rule between the body and its files.
     (10005, "at least two images to compare"),
+    # A long task's filters are those of the resource its objects_type names (GET /faces or GET
+    # /events): a rule between two fields.
+    (10005, ".filters."),
+    # The reporter reads a done clustering task of the account: a rule about a stored row.
+    (10005, "clustering task"),
+    # An estimator's image source must answer, know the credentials and hold the path or bucket.
+    (70009, ""), (70010, ""), (70011, ""),
+    # A cron expression's fields must name minutes, hours, days, months and weekdays in range.
+    (70006, ""),
 ]
 
 # Operations only an operator may call (admin, or advanced_user for buckets): a user's credentials

@@ -6,6 +6,7 @@ import pytest
 
 from matcher import blocks
 from matcher.similarity import similarity
+from tests.matcher.reference import brute_force
 
 
 def _clustered(rng: np.random.Generator, n: int, centres: int) -> np.ndarray:
@@ -99,3 +100,36 @@ def test_spanning_links_keep_the_components() -> None:
     for a, b in zip(nodes.tolist(), roots.tolist()):
         reduced.union(a, b)
     assert sorted(map(sorted, direct.components())) == sorted(map(sorted, reduced.components()))
+
+
+@pytest.mark.parametrize("query_tile,row_tile", [(7, 13), (512, 4096)])
+def test_nearest_rows_equal_brute_force(monkeypatch: pytest.MonkeyPatch, query_tile: int, row_tile: int) -> None:
+    """Rows fed in uneven blocks (one smaller than k, one empty), tiles with ragged edges, exact
+    duplicate rows (ties go by row number) and near copies: the brute force's rows and distances."""
+    monkeypatch.setattr(blocks.NearestRows, "QUERY_TILE", query_tile)
+    monkeypatch.setattr(blocks.NearestRows, "ROW_TILE", row_tile)
+    rng = np.random.default_rng(5)
+    x = _clustered(rng, 400, 8)
+    x[[50, 120, 399]] = x[10]  # ties
+    queries = np.vstack([x[10:11], x[::9], _clustered(rng, 30, 8)])
+    k = 6
+    nearest = blocks.NearestRows(queries, k)
+    for start, stop in [(0, 3), (3, 3), (3, 200), (200, 400)]:
+        nearest.add(x[start:stop])
+    distances, found = nearest.result()
+    expected_d, expected_rows = brute_force(x, list(range(len(x))), queries, k, "l2")
+    assert found.tolist() == expected_rows
+    assert np.array_equal(distances, expected_d)
+    assert found[0].tolist()[:4] == [10, 50, 120, 399] and distances[0, :4].tolist() == [0.0] * 4  # in row order
+
+
+def test_nearest_rows_fewer_rows_than_k() -> None:
+    rng = np.random.default_rng(6)
+    x, queries = rng.standard_normal((3, 128)).astype(np.float32), rng.standard_normal((4, 128)).astype(np.float32)
+    nearest = blocks.NearestRows(queries, 5)
+    nearest.add(x)
+    distances, found = nearest.result()
+    expected_d, expected_rows = brute_force(x, [0, 1, 2], queries, 5, "l2")
+    assert found.tolist() == expected_rows and np.array_equal(distances, expected_d)
+    empty = blocks.NearestRows(queries, 5)
+    assert [a.shape for a in empty.result()] == [(4, 0), (4, 0)]

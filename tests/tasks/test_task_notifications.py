@@ -77,7 +77,7 @@ def _delivery_statuses(task_id: int, timeout: float = 10.0) -> list[str]:
 
 def test_task_status_changes_arrive(client: Any, account: Account, receiver: str, celery_worker: Any) -> None:
     url = _hook(receiver)
-    policy = {"task_callbacks": [{"url": url, "headers": {"X-Tenant": "t1"},
+    policy = {"task_callbacks": [{"url": url, "headers": [{"name": "X-Tenant", "value": "t1"}],
                                   "authorization": {"type": "bearer", "token": "tok-123"}}]}
     r = client.post("/tasks/counting", json={"content": {"n": 10, "parts": 2}, "notification_policy": policy},
                     headers=account.auth)

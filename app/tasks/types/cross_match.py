@@ -1,8 +1,9 @@
 """Cross-matching: every selected reference against every selected candidate, the best few kept.
 
 Parts are id ranges of the references (``PART_SIZE`` each); a part holds its references
-and streams the candidates in chunks through the matcher's exact streamed top-k
-(``matcher.stream.topk_stream``), so memory is one range and one chunk whatever the sizes.
+and streams the candidates past them in chunks, in id order, through the matcher's exact blocked
+top-k (``matcher.blocks.NearestRows``), so memory is one range, one chunk and the few candidates
+that stay in the running whatever the sizes, and every candidate is read once per part.
 An object is never its own candidate (when references and candidates are of one type).
 """
 from __future__ import annotations
@@ -18,11 +19,13 @@ from app.schemas import SettingMax, StrictSchema
 from app.tasks import objects, registry
 from app.tasks.registry import Result, TaskType
 from app.tasks.runner import Job
+from matcher.blocks import NearestRows
 from matcher.similarity import similarity
-from matcher.stream import topk_stream
 
-# References per part: held in memory while every candidate streams past them.
-PART_SIZE = 1000
+# References per part: held in memory while every candidate streams past them. Each part reads
+# every candidate again, so parts are large: about one per worker process for ten thousand
+# references, and the part's product stays wide enough for BLAS speed.
+PART_SIZE = 5000
 
 
 class CrossMatchSchema(StrictSchema):
@@ -56,12 +59,16 @@ def part(job: Job, content: dict[str, Any]) -> list[dict[str, Any]]:
         ids, queries = objects.load(session, job.scope, references, content)
         if not ids:
             return []
-        chunks = _watched(job, objects.descriptors(session, job.scope, candidates))
-        distances, found = topk_stream(queries, chunks, limit + same_type, queries.shape[1])
+        nearest = NearestRows(queries, limit + same_type)
+        candidate_ids: list[str] = []
+        for chunk_ids, chunk in _watched(job, objects.descriptors(session, job.scope, candidates)):
+            nearest.add(chunk)
+            candidate_ids += chunk_ids
+    distances, found = nearest.result()
     out = []
-    for ref, row_ids, row_sims in zip(ids, found, similarity(distances)):
-        hits = [{"candidate_id": c, "similarity": float(s)} for c, s in zip(row_ids, row_sims)
-                if c is not None and c != ref and s >= threshold][:limit]
+    for ref, rows, row_sims in zip(ids, found.tolist(), similarity(distances).tolist()):
+        hits = [{"candidate_id": candidate_ids[c], "similarity": s} for c, s in zip(rows, row_sims)
+                if candidate_ids[c] != ref and s >= threshold][:limit]
         if hits:
             out.append({"reference_id": ref, "candidates": hits})
     return out

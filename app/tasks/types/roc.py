@@ -38,8 +38,9 @@ def _label(value: Any) -> None:
 
 class MarkupSchema(StrictSchema):
     face_id = fields.UUID(required=True)
-    label = fields.Raw(required=True, validate=_label, metadata={"description": "integer or string; faces "
-                                                                               "of one label show one person"})
+    label = fields.Raw(required=True, validate=_label, metadata={
+        "description": "integer or string; faces of one label show one person",
+        "oneOf": [{"type": "integer"}, {"type": "string", "maxLength": 128}]})
 
 
 class RocSchema(StrictSchema):
