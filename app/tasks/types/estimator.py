@@ -5,9 +5,11 @@ policies, as ``POST /handlers/{id}/events`` would process them.
   part: a part's images fill one forward pass, and the gpu worker's threads overlap one part's
   transfers and saves with another's pass. A transient source (an
   archive) is read here, once: each part's files go to a task blob the part reads.
-- part (gpu): read the part's files and run them through the gpu inference path's batcher
-  (``tasks.inference``) a batch at a time, then the handler steps of ``app.handlers.processing``
-  for each image: the detect policy's filter, matching, and the save step. Every id an image's
+- part (gpu): read the part's files, decode them in memory (they go to the image store only where
+  the policies keep the origin image) and run them through the gpu inference path's batcher
+  (``job.models.analyze_images``) a batch at a time, then the handler steps of
+  ``app.handlers.processing``: the detect policy's filter per image, matching, and the save step
+  for the whole batch in one transaction (``processing.save_many``). Every id an image's
   processing writes derives from the task id and the file name (:func:`file_id`), so a part run
   twice saves each image's events once. A file that is not an image, cannot be read or has gone
   since the split is that file's error; the part goes on.
