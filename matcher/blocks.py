@@ -15,6 +15,7 @@ from collections.abc import Hashable, Iterable, Iterator
 
 import numpy as np
 
+from matcher.index import _error_bound, _group_rank, _merge_best, exact_scores, l2_bias
 from matcher.similarity import distance_for_similarity
 
 # 4M float64 scores: 32 MiB per tile, wide enough that the product runs at BLAS speed (K is 128).
@@ -142,3 +143,93 @@ def components(x: np.ndarray, threshold: float) -> list[list[int]]:
         for a, b in zip(*(v.tolist() for v in spanning_links(i, j, len(x)))):
             sets.union(a, b)
     return sets.components()
+
+
+def _sparse_nonzero(mask: np.ndarray, size: int) -> np.ndarray:
+    """``np.flatnonzero(mask[:size])`` for a mask with few True values, about 8 times faster: the
+    bytes are searched 8 at a time as words, and only the nonzero words are looked into.
+    ``mask`` must hold at least ``size`` rounded up to a multiple of 8 entries."""
+    padded = -(-size // 8) * 8
+    mask[size:padded] = False
+    words = np.flatnonzero(mask[:padded].view(np.uint64))
+    at = (words[:, None] * 8 + np.arange(8)).ravel()
+    return at[mask[at]]
+
+
+class NearestRows:
+    """Exact ``k`` nearest rows (L2) of each query over rows fed a block at a time, for queries x
+    rows too many to score at once (a cross-match part: thousands of references, any number of
+    candidates streamed from the database).
+
+    Tiles of ``QUERY_TILE`` x ``ROW_TILE`` float32 scores ``q.x - |x|^2/2`` (one product: the
+    bias rides as a 129th column, see ``matcher.index``) only *select*: each query keeps its
+    ``k`` best approximate scores seen so far, and a tile entry is kept only if it reaches that
+    k-th best less twice the float32 error bound (the bound argument of ``matcher.index``), so
+    after the first tiles almost nothing passes one comparison. The first tile of a query block
+    (no k-th best yet) is cut to its own top ``k`` by a partition. Kept entries are scored in
+    float64 at once; :meth:`result` ranks them by (exact distance, row), which equals a float64
+    brute force, ties included, when rows arrive in id order."""
+
+    QUERY_TILE = 512
+    ROW_TILE = 4096
+
+    def __init__(self, queries: np.ndarray, k: int) -> None:
+        self.q = np.ascontiguousarray(queries, dtype=np.float32)
+        self.k = k
+        nq, dim = self.q.shape
+        self._lhs = np.hstack([self.q, np.ones((nq, 1), np.float32)])
+        self._q_norms = np.linalg.norm(self.q.astype(np.float64), axis=1)
+        self._best = np.full((nq, k), -np.inf)  # k best approximate scores per query, descending
+        self._max_norm = 0.0
+        self._rows = 0
+        self._found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (query, row, exact squared distance)
+
+    def add(self, rows: np.ndarray) -> None:
+        """Score the next block of rows (row numbers continue from the previous blocks)."""
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        first, n = self._rows, len(rows)
+        self._rows += n
+        if n == 0 or len(self.q) == 0:
+            return
+        self._max_norm = max(self._max_norm, float(np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64).max())))
+        bounds = 2.0 * _error_bound(self._q_norms, self._max_norm, rows.shape[1])
+        rhs = np.hstack([rows, l2_bias(rows)[:, None]])
+        tile = np.empty(self.QUERY_TILE * self.ROW_TILE, dtype=np.float32)
+        mask = np.zeros(tile.size + 8, dtype=bool)  # room to round a tile's size up to whole words
+        for q0 in range(0, len(self.q), self.QUERY_TILE):
+            q1 = min(q0 + self.QUERY_TILE, len(self.q))
+            best = self._best[q0:q1]
+            for r0 in range(0, n, self.ROW_TILE):
+                r1 = min(r0 + self.ROW_TILE, n)
+                s = tile[: (q1 - q0) * (r1 - r0)].reshape(q1 - q0, r1 - r0)
+                np.matmul(self._lhs[q0:q1], rhs[r0:r1].T, out=s)
+                # a first tile (fewer than k scores so far) brings its own top k into ``best``
+                cut = best[0, -1] == -np.inf and s.shape[1] > self.k
+                if cut:
+                    top = np.partition(s, s.shape[1] - self.k, axis=1)[:, -self.k:]
+                    best = -np.sort(-np.concatenate([best, top], axis=1), axis=1)[:, :self.k]
+                np.greater_equal(s, (best[:, -1] - bounds[q0:q1]).astype(np.float32)[:, None],
+                                 out=mask[: s.size].reshape(s.shape))
+                hits = _sparse_nonzero(mask, s.size)
+                if hits.size:
+                    qi, pos = hits // s.shape[1], hits % s.shape[1] + r0
+                    if not cut:
+                        best = _merge_best(best, qi, s.ravel()[hits].astype(np.float64))
+                    self._found.append((qi + q0, pos + first, exact_scores(self.q[qi + q0], rows[pos], "l2")))
+            self._best[q0:q1] = best
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(L2 distances ascending, row numbers) of shape (queries, min(k, rows)), in float64."""
+        nq, width = len(self.q), min(self.k, self._rows)
+        if self._found:
+            qi, pos, exact = (np.concatenate(column) for column in zip(*self._found))
+        else:
+            qi, pos, exact = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+        order = np.lexsort((pos, exact, qi))
+        qi, pos, exact = qi[order], pos[order], exact[order]
+        rank = _group_rank(qi)
+        take = rank < width
+        distances, found = np.full((nq, width), np.inf), np.full((nq, width), -1, dtype=np.int64)
+        distances[qi[take], rank[take]] = np.sqrt(exact[take])
+        found[qi[take], rank[take]] = pos[take]
+        return distances, found
