@@ -70,6 +70,8 @@ class Event(_Location, AccountOwned, Base):
     top_similarity: Mapped[float | None] = mapped_column(Float, nullable=True)
     meta: Mapped[dict[str, Any] | None] = mapped_column(FLEX_JSON, nullable=True)
     detections: Mapped[list[Any] | None] = mapped_column(PLAIN_JSON, nullable=True)
+    # The source image in the image store's "image" kind (image_origin_policy): what gc removes with it.
+    image_origin_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
 
 
 class EventDescriptor(AccountOwned, Base):

@@ -237,6 +237,8 @@ class EventSchema(StrictSchema):
     top_similarity = fields.Float(allow_none=True)
     meta = fields.Dict(allow_none=True)
     detections = fields.List(fields.Raw(), allow_none=True)
+    image_origin_id = fields.UUID(allow_none=True, metadata={
+        "description": "the stored source image (image_origin_policy), at /images/{image_id}"})
     location = fields.Nested(LocationOutSchema)
 
 

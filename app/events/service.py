@@ -302,7 +302,7 @@ def event_view(e: Event) -> dict[str, Any]:
             "external_id": e.external_id, "user_data": e.user_data, "track_id": e.track_id,
             "stream_id": e.stream_id, "face_id": e.face_id, "attributes": e.attributes,
             "top_candidate_id": e.top_candidate_id, "top_similarity": e.top_similarity, "meta": e.meta,
-            "detections": e.detections, "location": _location_view(e)}
+            "detections": e.detections, "image_origin_id": e.image_origin_id, "location": _location_view(e)}
 
 
 def general_event_view(e: GeneralEvent) -> dict[str, Any]:

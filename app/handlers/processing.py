@@ -356,6 +356,7 @@ def _event_row(event: Mapping[str, Any]) -> dict[str, Any]:
             "attributes": event["attributes"],
             "top_candidate_id": uuid.UUID(event["top_candidate_id"]) if event["top_candidate_id"] else None,
             "top_similarity": event["top_similarity"], "meta": event["meta"], "detections": event["detections"],
+            "image_origin_id": uuid.UUID(event["image_origin_id"]) if event["image_origin_id"] else None,
             **{name: location.get(name) for name in events.LOCATION},
             "longitude": geo.get("longitude"), "latitude": geo.get("latitude")}
 

@@ -314,8 +314,6 @@ class HandlerEventsBody(StrictSchema):
 class GeneratedEventSchema(EventSchema):
     handler_version = fields.Integer(metadata={"description": "the handler's version the event was made under"})
     filename = fields.String(metadata={"description": "the image's name, or 'aggregate'"})
-    image_origin_id = fields.UUID(allow_none=True,
-                                  metadata={"description": "the stored source image (image_origin_policy)"})
 
 
 class HandlerEventsSchema(StrictSchema):

@@ -292,6 +292,24 @@ def test_json_body_with_per_image_fields(client, sdk_user):
     assert image.status_code == 200 and image.data[:2] == b"\xff\xd8" and "X-Luna-Expiry-Date" in image.headers
 
 
+def test_events_read_back_with_their_stored_source_image(client, sdk_user):
+    stored = _handler(client, sdk_user, storage_policy={"image_origin_policy": {"store_image": True}})
+    plain = _handler(client, sdk_user)
+    made = {}
+    for handler in (stored, plain):
+        r = _events(client, sdk_user, handler, POWELL[0])
+        assert r.status_code == 201, r.json
+        (made[handler],) = r.json["events"]
+    listed = client.get("/events", query_string={"handler_ids": f"{stored},{plain}"}, headers=sdk_user.auth)
+    assert listed.status_code == 200, listed.json
+    shown = {e["handler_id"]: e["image_origin_id"] for e in listed.json["events"]}
+    origin = made[stored]["image_origin_id"]
+    assert origin and shown == {stored: origin, plain: None}
+    one = client.get(f"/events/{made[stored]['event_id']}", headers=sdk_user.auth).json
+    assert one["image_origin_id"] == origin
+    assert client.get(f"/images/{origin}", headers=sdk_user.auth).status_code == 200
+
+
 def test_plain_get_of_ws_is_a_clear_400(client, sdk_user):
     r = client.get("/ws", headers=sdk_user.auth)
     assert r.status_code == 400 and "websocket" in r.json["detail"]

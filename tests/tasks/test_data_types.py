@@ -268,6 +268,24 @@ def test_gc_events_keep_the_hourly_statistics_true(client: Any, account: Account
     assert sorted((row[3], row[6], row[7]) for row in after) == [(1, 0.5, 0.5), (2, 0.7, 0.7)]
 
 
+def test_gc_removes_the_events_stored_source_images(client: Any, owner: Account) -> None:
+    handler = client.post("/handlers", json={"policies": {"storage_policy": {
+        "image_origin_policy": {"store_image": True}}}}, headers=owner.auth).json["handler_id"]
+    r = post(client, f"/handlers/{handler}/events", owner, PHOTOS[0])
+    assert r.status_code == 201, r.json
+    (event,) = r.json["events"]
+    shown = client.get(f"/events/{event['event_id']}", headers=owner.auth).json
+    origin = shown["image_origin_id"]
+    assert origin and origin == event["image_origin_id"]
+    image = client.get(f"/images/{origin}", headers=owner.auth)
+    assert image.status_code == 200 and image.data[:2] == b"\xff\xd8"
+    task = run_task(client, owner, "gc", {"target": "events", "filters": {"handler_id": handler},
+                                          "remove_image_origins": True})
+    assert result(client, owner, task).json["result"] == {"deleted": 1, "image_origins_deleted": 1}
+    assert client.get(f"/events/{event['event_id']}", headers=owner.auth).status_code == 404
+    assert client.get(f"/images/{origin}", headers=owner.auth).status_code == 404
+
+
 def test_gc_refuses_users_admin_targets_and_empty_filters(client: Any, owner: Account,
                                                           account_factory: Any) -> None:
     from app.errors import ERRORS
@@ -281,7 +299,7 @@ def test_gc_refuses_users_admin_targets_and_empty_filters(client: Any, owner: Ac
             ({"target": "faces", "filters": {}}, 400, 10005),
             ({"target": "events"}, 400, 10005),
             ({"target": "faces", "filters": {"handler_id": str(uuid.uuid4())}}, 400, 10005),
-            ({"target": "events", "filters": {"create_time__lt": "now"}, "remove_image_origins": True}, 400, 10005)):
+            ({"target": "faces", "filters": {"create_time__lt": "now"}, "remove_image_origins": True}, 400, 10005)):
         r = client.post("/tasks/gc", json={"content": content}, headers=owner.auth)
         assert (r.status_code, r.json["error_code"]) == (status, code), (content, r.json)
 

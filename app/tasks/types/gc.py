@@ -1,5 +1,5 @@
 """The garbage collector: faces, events, general events or descriptors deleted by filters, with
-their samples when asked.
+their samples (and events' stored source images) when asked.
 
 A user's task deletes in its own account; an admin's acts on every account (or on the one its
 ``account_id`` filter names), and only an admin may delete descriptors of a model version. Faces,
@@ -86,7 +86,7 @@ class GcSchema(StrictSchema):
                        "descriptor_version; all: account_id. Every target but descriptors needs at least one"})
     remove_samples = fields.Boolean(load_default=False, metadata={"description": "also delete their samples"})
     remove_image_origins = fields.Boolean(load_default=False, metadata={
-        "enum": [False], "description": "not available: events do not keep the ids of their source images"})
+        "description": "events only: also delete their stored source images (image_origin_id) and thumbnails"})
 
     @post_load
     def _target_filters(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -99,11 +99,8 @@ class GcSchema(StrictSchema):
         if not given:
             raise ValidationError({"filters": [f"{target}: give at least one filter (an empty filter would "
                                                "delete everything)"]})
-        if data["remove_image_origins"]:
-            # The handlers store an event's source image under an id that the event row does not
-            # keep, so there is nothing to find them by.
-            raise ValidationError({"remove_image_origins": ["events do not keep the ids of their source "
-                                                            "images; delete them from /images"]})
+        if data["remove_image_origins"] and target != "events":
+            raise ValidationError({"remove_image_origins": [f"only events have source images, not {target}"]})
         return data
 
     @classmethod
@@ -206,11 +203,11 @@ def _by_account(rows: list[Row[Any]]) -> dict[uuid.UUID, list[Row[Any]]]:
     return out
 
 
-def _remove_samples(scope: Scope, samples: list[tuple[str, str]]) -> int:
-    """Delete (image store kind, sample id) pairs; how many were there."""
+def _remove_stored(scope: Scope, objects: list[tuple[str, str]]) -> int:
+    """Delete (image store kind, object id) pairs, a store batch at a time; how many were there."""
     by_kind: dict[str, list[str]] = defaultdict(list)
-    for kind, sample_id in samples:
-        by_kind[kind].append(sample_id)
+    for kind, object_id in objects:
+        by_kind[kind].append(object_id)
     removed = 0
     for kind, ids in by_kind.items():
         for start in range(0, len(ids), image_store.BATCH_MAX):
@@ -244,8 +241,9 @@ def _recount_hours(session: Session, hours: set[tuple[uuid.UUID, datetime]]) -> 
                 for handler, source, n, counted, total, least, most in groups])
 
 
-def _counts(job: Job, deleted: int, samples: int) -> dict[str, int]:
-    return {"deleted": deleted, **({"samples_deleted": samples} if job.content["remove_samples"] else {})}
+def _counts(job: Job, deleted: int, samples: int, origins: int = 0) -> dict[str, int]:
+    return {"deleted": deleted, **({"samples_deleted": samples} if job.content["remove_samples"] else {}),
+            **({"image_origins_deleted": origins} if job.content["remove_image_origins"] else {})}
 
 
 def _delete_faces(job: Job, scope: Scope, bounds: Mapping[str, Any]) -> dict[str, int]:
@@ -256,13 +254,14 @@ def _delete_faces(job: Job, scope: Scope, bounds: Mapping[str, Any]) -> dict[str
                 faces.delete_faces(session, Scope.of(account_id), [r.face_id for r in own])
         deleted += len(rows)
         if job.content["remove_samples"]:
-            samples += _remove_samples(scope, [("face_sample", str(s)) for r in rows for s in r.sample_ids or ()])
+            samples += _remove_stored(scope, [("face_sample", str(s)) for r in rows for s in r.sample_ids or ()])
     return _counts(job, deleted, samples)
 
 
 def _delete_events(job: Job, scope: Scope, bounds: Mapping[str, Any]) -> dict[str, int]:
-    deleted = samples = 0
-    for rows in _batches(job, scope, "events", bounds, Event.account_id, Event.create_time, Event.detections):
+    deleted = samples = origins = 0
+    for rows in _batches(job, scope, "events", bounds, Event.account_id, Event.create_time, Event.detections,
+                         Event.image_origin_id):
         ids = [r.event_id for r in rows]
         with session_scope() as session:
             session.execute(delete(EventDescriptor).where(EventDescriptor.event_id.in_(ids)))
@@ -270,8 +269,10 @@ def _delete_events(job: Job, scope: Scope, bounds: Mapping[str, Any]) -> dict[st
             _recount_hours(session, {(r.account_id, events.hour_of(r.create_time)) for r in rows})
         deleted += len(rows)
         if job.content["remove_samples"]:
-            samples += _remove_samples(scope, [s for r in rows for s in _event_samples(r.detections)])
-    return _counts(job, deleted, samples)
+            samples += _remove_stored(scope, [s for r in rows for s in _event_samples(r.detections)])
+        if job.content["remove_image_origins"]:  # the "image" kind takes the thumbnails with them
+            origins += _remove_stored(scope, [("image", str(r.image_origin_id)) for r in rows if r.image_origin_id])
+    return _counts(job, deleted, samples, origins)
 
 
 def _delete_general_events(job: Job, scope: Scope, bounds: Mapping[str, Any]) -> dict[str, int]:
@@ -326,4 +327,5 @@ registry.register(TaskType(
     "gc", GcSchema, split, part, merge, check=check,
     description="Delete faces, events, general events (at least one filter each) or, for admin accounts, the "
                 "descriptors of a model version; an admin account's task acts on every account. Samples go "
-                "too with `remove_samples`. The result counts what was deleted."))
+                "too with `remove_samples`, events' stored source images with `remove_image_origins`. The result "
+                "counts what was deleted."))
