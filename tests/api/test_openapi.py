@@ -58,6 +58,8 @@ UNSTATABLE = [
     # A long task's filters are those of the resource its objects_type names (GET /faces or GET
     # /events): a rule between two fields.
     (10005, ".filters."),
+    # A ROC markup needs a pair of one label and a pair of two: a rule across array items.
+    (10005, "faces of one label and faces of two labels"),
     # The reporter reads a done clustering task of the account: a rule about a stored row.
     (10005, "clustering task"),
     # An estimator's image source must answer, know the credentials and hold the path or bucket.

@@ -48,7 +48,8 @@ class RocSchema(StrictSchema):
     threshold_hit_top = fields.Float(load_default=0.0, validate=validate.Range(0, 1),
                                      metadata={"description": "least similarity of a top-N match"})
     limit = fields.Integer(load_default=5, validate=validate.Range(1, 100), metadata={"description": "N of top-N"})
-    key_FPRs = fields.List(fields.Float(validate=validate.Range(0, 1, min_inclusive=False)),
+    key_FPRs = fields.List(fields.Float(validate=validate.Range(0, 1, min_inclusive=False),
+                                        metadata={"exclusiveMinimum": True}),
                            load_default=lambda: list(KEY_FPRS), validate=validate.Length(min=1, max=20),
                            metadata={"description": "FPRs at which the curve's TPR and threshold are given"})
 
