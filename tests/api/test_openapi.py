@@ -59,7 +59,9 @@ UNSTATABLE = [
     # /events): a rule between two fields.
     (10005, ".filters."),
     # A ROC markup needs a pair of one label and a pair of two: a rule across array items.
-    (10005, "faces of one label and faces of two labels"),
+    (10005, "faces of one label and faces of two labels"), (10005, "each face once"),
+    # Only events have stored source images for the garbage collector to remove with them.
+    (10005, "only events have source images"),
     # The reporter reads a done clustering task of the account: a rule about a stored row.
     (10005, "clustering task"),
     # An estimator's image source must answer, know the credentials and hold the path or bucket.
