@@ -133,3 +133,14 @@ def test_nearest_rows_fewer_rows_than_k() -> None:
     assert found.tolist() == expected_rows and np.array_equal(distances, expected_d)
     empty = blocks.NearestRows(queries, 5)
     assert [a.shape for a in empty.result()] == [(4, 0), (4, 0)]
+
+
+def test_blas_threads_set_for_the_block_and_restored() -> None:
+    local = blocks._openblas_threads_local()
+    if local is None:
+        pytest.skip("numpy's BLAS here is not an OpenBLAS with per-thread counts")
+    before = local(3)
+    local(before)  # read, put back
+    with blocks.blas_threads(1):
+        inside = local(1)
+    assert inside == 1 and local(before) == before

@@ -19,7 +19,7 @@ from app.schemas import SettingMax, StrictSchema
 from app.tasks import objects, registry
 from app.tasks.registry import Result, TaskType
 from app.tasks.runner import Job
-from matcher.blocks import NearestRows
+from matcher.blocks import NearestRows, blas_threads
 from matcher.similarity import similarity
 
 # References per part: held in memory while every candidate streams past them. Each part reads
@@ -61,9 +61,11 @@ def part(job: Job, content: dict[str, Any]) -> list[dict[str, Any]]:
             return []
         nearest = NearestRows(queries, limit + same_type)
         candidate_ids: list[str] = []
-        for chunk_ids, chunk in _watched(job, objects.descriptors(session, job.scope, candidates)):
-            nearest.add(chunk)
-            candidate_ids += chunk_ids
+        # one BLAS thread: the cpu worker's processes, one per core, are the parallelism
+        with blas_threads(1):
+            for chunk_ids, chunk in _watched(job, objects.descriptors(session, job.scope, candidates)):
+                nearest.add(chunk)
+                candidate_ids += chunk_ids
     distances, found = nearest.result()
     out = []
     for ref, rows, row_sims in zip(ids, found.tolist(), similarity(distances).tolist()):
