@@ -151,14 +151,14 @@ def components(x: np.ndarray, threshold: float) -> list[list[int]]:
 @functools.cache
 def _openblas_threads_local() -> Callable[[int], int] | None:
     """OpenBLAS's ``openblas_set_num_threads_local`` (0.3.27 on: this thread's count, returns the
-    previous one) from the library numpy loaded, found in this process's memory map; None where
-    there is none (another BLAS, another OS)."""
+    previous one) from the library numpy loaded, found in this process's memory map (numpy has no
+    call for it); None where there is none (another BLAS, another OS)."""
     try:
         with open("/proc/self/maps") as maps:
             paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line}
     except OSError:
         return None
-    for path in sorted(paths):
+    for path in sorted(paths, key=lambda p: ("numpy" not in p, p)):  # numpy's before another package's
         try:
             function = ctypes.CDLL(path).openblas_set_num_threads_local
         except (OSError, AttributeError):
@@ -204,10 +204,10 @@ class NearestRows:
     bias rides as a 129th column, see ``matcher.index``) only *select*: each query keeps its
     ``k`` best approximate scores seen so far, and a tile entry is kept only if it reaches that
     k-th best less twice the float32 error bound (the bound argument of ``matcher.index``), so
-    after the first tiles almost nothing passes one comparison. The first tile of a query block
-    (no k-th best yet) is cut to its own top ``k`` by a partition. Kept entries are scored in
-    float64 at once; :meth:`result` ranks them by (exact distance, row), which equals a float64
-    brute force, ties included, when rows arrive in id order."""
+    after the first tiles almost nothing passes one comparison. A query block's first tile (no
+    k-th best yet) takes one from its first ``FIRST_COLUMNS`` columns by a partition. Kept entries
+    are scored in float64 at once; :meth:`result` ranks them by (exact distance, row), which
+    equals a float64 brute force, ties included, when rows arrive in id order."""
 
     # 4 MiB tiles: wide enough for BLAS speed, small enough that the comparison pass reads them
     # from cache (measured: 1024 x 1024 to 512 x 2048 best on a 128-float descriptor)
