@@ -14,11 +14,12 @@ import logging
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import event, select
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from app import dispatch
 from app.notifications.models import PENDING, CallbackDelivery
+from app.scope import ALL_ACCOUNTS, scoped
 from app.tasks import secrets
 from app.tasks.models import Task
 
@@ -60,7 +61,7 @@ def status_changed(session: Session, task_id: int, subtask_id: int | None, statu
 def subtasks_changed(session: Session, task_id: int, subtask_ids: Iterable[int | None], status: int) -> None:
     """:func:`status_changed` for several subtasks (None: the task) that moved to one status
     together (a cancel), reading the policy once."""
-    row = session.execute(select(Task.notification_policy, Task.task_type, Task.account_id)
+    row = session.execute(scoped(Task, ALL_ACCOUNTS, Task.notification_policy, Task.task_type, Task.account_id)
                           .where(Task.task_id == task_id)).first()
     if row is None:
         return

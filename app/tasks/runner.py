@@ -35,7 +35,7 @@ from app.db import session_scope
 from app.errors import ERRORS, APIError
 from app.faces.models import utcnow
 from app.image_store import service as image_store
-from app.scope import Scope
+from app.scope import ALL_ACCOUNTS, Scope, scoped
 from app.tasks import notify, registry, secrets
 from app.tasks.models import (
     CANCELLED,
@@ -89,10 +89,15 @@ class Analyzer(Protocol):
     def analyze_images(self, items: list[tuple[Any, dict[str, Any]]]) -> list[Any]: ...
 
 
+def _task(session: Session, task_id: int) -> Task | None:
+    """The task row by its id: a step acts for whichever account owns the task."""
+    return session.scalar(scoped(Task, ALL_ACCOUNTS).where(Task.task_id == task_id))
+
+
 def part_step(task_id: int) -> str:
     """The Celery task that runs the parts of a task: on ``gpu`` for types that run networks."""
     with session_scope() as session:
-        name = session.scalar(select(Task.task_type).where(Task.task_id == task_id))
+        name = session.scalar(scoped(Task, ALL_ACCOUNTS, Task.task_type).where(Task.task_id == task_id))
     return "jobs.gpu_part" if name is not None and registry.get(name).queue == "gpu" else "jobs.part"
 
 
@@ -144,7 +149,7 @@ class Job:
             return
         self._checked_at = now
         with session_scope() as session:
-            if session.scalar(select(Task.status).where(Task.task_id == self.task_id)) in (CANCELLED, None):
+            if session.scalar(scoped(Task, ALL_ACCOUNTS, Task.status).where(Task.task_id == self.task_id)) in (CANCELLED, None):
                 raise TaskCancelled()
 
     def put_blob(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> str:
@@ -191,7 +196,7 @@ def set_status(session: Session, task_id: int, status: int, *, when: tuple[int, 
 def fail(task_id: int, kind: str, detail: str) -> None:
     """End a task as failed with one error saying why (a step that crashed)."""
     with session_scope() as session:
-        task = session.get(Task, task_id)
+        task = _task(session, task_id)
         if task is None or not set_status(session, task_id, FAILED, when=(PENDING, IN_PROGRESS, COLLECT_RESULTS)):
             return
         job = Job(task_id, task.account_id, registry.get(task.task_type), {})
@@ -203,7 +208,7 @@ def fail(task_id: int, kind: str, detail: str) -> None:
 def split(task_id: int) -> list[int]:
     """Create the subtask rows (once) and return the parts still to run."""
     with session_scope() as session:
-        task = session.get(Task, task_id)
+        task = _task(session, task_id)
         if task is None or task.status in FINISHED:
             return []
         has_parts = session.scalar(select(Subtask.subtask_id).where(Subtask.task_id == task_id).limit(1))
@@ -226,7 +231,7 @@ def split(task_id: int) -> list[int]:
 def start_merge(task_id: int) -> None:
     """Send the merge of a task whose parts are all finished (or of one that has none)."""
     with session_scope() as session:
-        task = session.get(Task, task_id)
+        task = _task(session, task_id)
         if task is None or task.parts_done < task.parts_total:
             return
         if task.status == IN_PROGRESS:
@@ -245,7 +250,7 @@ def start_merge(task_id: int) -> None:
 def run_part(task_id: int, part: int, report: Progress | None = None, analyzer: Analyzer | None = None) -> str:
     """Run one subtask and checkpoint it; what happened, for the Celery result."""
     with session_scope() as session:
-        task = session.get(Task, task_id)
+        task = _task(session, task_id)
         subtask = session.scalar(select(Subtask).where(Subtask.task_id == task_id, Subtask.part == part))
         if task is None or subtask is None:
             return "gone"
@@ -312,7 +317,7 @@ def _error_views(task_id: int) -> list[dict[str, Any]]:
 def merge(task_id: int) -> str:
     """Merge the partials into the task's result and mark it done."""
     with session_scope() as session:
-        task = session.get(Task, task_id)
+        task = _task(session, task_id)
         if task is None or task.status != COLLECT_RESULTS:
             return "nothing to merge"
         job, ttl = job_of(task), task.result_ttl

@@ -38,7 +38,7 @@ from app.errors import APIError
 from app.faces.models import utcnow
 from app.filters import Filterable, conditions
 from app.pagination import paginate
-from app.scope import Scope, get_or_404, scoped
+from app.scope import ALL_ACCOUNTS, Scope, get_or_404, scoped
 from app.tasks import registry, secrets, service
 from app.tasks.models import Schedule
 from app.tasks.registry import TaskType
@@ -171,7 +171,7 @@ def tick(now: datetime | None = None) -> list[int]:
     """Fire every running schedule due at ``now``; the ids of the tasks this call created."""
     now = now or utcnow()
     with session_scope() as session:
-        due = session.execute(select(Schedule.schedule_id, Schedule.next_run_time)
+        due = session.execute(scoped(Schedule, ALL_ACCOUNTS, Schedule.schedule_id, Schedule.next_run_time)
                               .where(Schedule.status == RUNNING, Schedule.next_run_time <= now)
                               .order_by(Schedule.next_run_time).limit(BATCH)).all()
     created = [fire(schedule_id, planned, now) for schedule_id, planned in due]
@@ -182,7 +182,7 @@ def fire(schedule_id: int, planned: datetime, now: datetime) -> int | None:
     """Claim the firing planned for ``planned`` and create its task; None when another tick
     claimed it first, or the task could not be created (logged: the next cron time still comes)."""
     with session_scope() as session:
-        schedule = session.get(Schedule, schedule_id)
+        schedule = session.scalar(scoped(Schedule, ALL_ACCOUNTS).where(Schedule.schedule_id == schedule_id))
         if schedule is None:
             return None
         claimed = session.execute(

@@ -19,8 +19,7 @@ blp = Blueprint("task_schedules", __name__, url_prefix="/tasks/schedules", descr
 TASK = fields.Dict(required=True, metadata={
     "description": "the body of POST /tasks/{task_type} (description, content, notification_policy, "
                    "result_storage_policy) with its task_type; now-time filters resolve at each run"})
-CRON = fields.String(required=True, validate=[validate.Length(min=1, max=128),
-                                              validate.Regexp(r"^[0-9A-Za-z*/,-]+( [0-9A-Za-z*/,-]+){4}$")], metadata={
+CRON = fields.String(required=True, validate=validate.Length(min=1, max=128), metadata={
     "description": "5 fields (minute hour day month weekday), UTC, weekday 0 = Sunday; e.g. 0 3 * * *"})
 
 

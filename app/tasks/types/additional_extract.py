@@ -57,8 +57,8 @@ def _lacking(session: Session, scope: Scope, content: dict[str, Any], *columns: 
     if content["extraction_target"] == "face_descriptor":
         held = (select(FaceDescriptor.face_id).where(FaceDescriptor.face_id == Face.face_id,
                                                      FaceDescriptor.version == version) if faces_ else
-                select(EventDescriptor.event_id).where(EventDescriptor.event_id == Event.event_id,
-                                                       EventDescriptor.version == version))
+                scoped(EventDescriptor, scope, EventDescriptor.event_id)
+                .where(EventDescriptor.event_id == Event.event_id, EventDescriptor.version == version))
         return query.where(~exists(held))
     if faces_:  # a face without them holds SQL NULL or JSON null
         return query.where(or_(Face.basic_attributes.is_(None), cast(Face.basic_attributes, String) == "null"))

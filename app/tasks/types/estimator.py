@@ -38,7 +38,7 @@ from app.handlers.schemas import POLICIES_DESCRIPTION, PoliciesSchema
 from app.handlers.service import check_policies
 from app.image_store import service as image_store
 from app.schemas import StrictSchema
-from app.scope import Scope, get_or_404
+from app.scope import Scope, get_or_404, scoped
 from app.sdk import service as sdk
 from app.tasks import registry, sources
 from app.tasks.registry import Result, TaskType
@@ -109,7 +109,7 @@ def split(job: Job) -> list[dict[str, Any]]:
     ref = job.content["handler"]
     if "handler_id" not in ref:
         with session_scope() as session:
-            if session.get(Handler, _handler_id(job)) is None:
+            if session.scalar(scoped(Handler, job.scope).where(Handler.handler_id == _handler_id(job))) is None:
                 session.add(Handler(handler_id=_handler_id(job), account_id=job.account_id, handler_type=STATIC,
                                     description=f"estimator task {job.task_id}",
                                     policies=PoliciesSchema().dump(ref["policies"])))

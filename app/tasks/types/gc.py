@@ -225,8 +225,8 @@ def _recount_hours(session: Session, hours: set[tuple[uuid.UUID, datetime]]) -> 
     """Count the hourly statistics of these (account, hour) keys again from the events left: one
     grouped read of each hour's index range, whatever share of it was deleted."""
     for account_id, hour in sorted(hours):
-        session.execute(delete(EventStatsHourly).where(EventStatsHourly.account_id == account_id,
-                                                       EventStatsHourly.create_time == hour))
+        session.execute(Scope.of(account_id).filter(delete(EventStatsHourly), EventStatsHourly)  # type: ignore[arg-type]
+                        .where(EventStatsHourly.create_time == hour))
         similarity = Event.top_similarity
         groups = session.execute(
             scoped(Event, Scope.of(account_id), Event.handler_id, Event.source, func.count(), func.count(similarity),

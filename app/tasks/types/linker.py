@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 from marshmallow import ValidationError, fields, validates_schema
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import settings
@@ -106,7 +105,7 @@ def _list_id(job: Job) -> uuid.UUID:
     if given:
         return given
     with session_scope() as session:
-        created = session.scalar(select(Task.create_time).where(Task.task_id == job.task_id))
+        created = session.scalar(scoped(Task, job.scope, Task.create_time).where(Task.task_id == job.task_id))
     return derived_id(int(created.timestamp() * 1000), "task", job.task_id, "list")
 
 
