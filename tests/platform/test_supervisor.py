@@ -105,9 +105,13 @@ def test_killed_process_is_restarted_and_the_others_keep_running(tmp_path: Path,
     steady_pid, victim_pid = p.pid("steady"), p.pid("victim")
     grandchild = int(wait_until(lambda: (tmp_path / "grandchild.pid").exists()
                                 and (tmp_path / "grandchild.pid").read_text(), 30))
+    # Both running their code (not only started) before the kill, on a loaded machine too.
+    wait_until(lambda: "victim | victim up" in p.log() and "steady | steady up" in p.log(), 30,
+               what="both processes to say they are up")
     os.kill(victim_pid, signal.SIGKILL)
     new_pid = wait_until(lambda: p.status()["victim"]["pid"] not in (None, victim_pid)
                          and p.status()["victim"]["pid"], 15, what="the victim to be restarted")
+    wait_until(lambda: p.log().count("victim | victim up") == 2, 30, what="the restarted victim to be up")
     assert pid_alive(new_pid)
     status = p.status()
     assert status["victim"]["restarts"] == 1 and status["victim"]["last_exit"] == -signal.SIGKILL
