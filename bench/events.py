@@ -79,7 +79,8 @@ import requests
 from apiserver import FACEGATE, BenchDatabase, free_port
 
 # before DB below copies the environment: pipeline sets OMP_WAIT_POLICY=PASSIVE for torch (see there)
-from pipeline import SHARED, Platform, bench_paths, load_load, ours, stop_process
+from pipeline import Platform, load_load, ours, stop_process
+from shared_faces import SHARED, bench_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

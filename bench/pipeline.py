@@ -66,7 +66,6 @@ Last line: {"bench": "pipeline", "images_per_s": ..., "ratio_vs_dlib": ..., "sdk
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import socket
@@ -80,28 +79,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 import requests
+from shared_faces import FACES, ROOT, bench_paths
 
 # torch's OpenMP threads spin while they wait for work; on a CPU shared with other busy processes
 # (this 2-core machine under a load average of 8-13) that spinning cost 3-5 s per image instead
 # of ~0.2 s, measured here. Passive waiting is what a shared host needs; set before torch loads,
 # and inherited by the bench's worker. Override from the environment on a dedicated machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SHARED = Path(os.environ.get("FACEGATE_SHARED_DIR", ROOT.parent / "shared"))
-FACES = SHARED / "faces"
 SDK_IMAGES = 48  # images sent through /sdk per throughput run
 PORTRAIT = FACES / "lfw" / "Colin_Powell" / "Colin_Powell_0001.jpg"
 ALL_ESTIMATIONS = {name: 1 for name in (
     "estimate_landmarks68", "estimate_head_pose", "estimate_eyes", "estimate_gaze", "estimate_mouth",
     "estimate_quality", "estimate_basic_attributes", "estimate_emotions", "extract_descriptor", "detect_body")}
-
-
-def bench_paths(count: int) -> list[Path]:
-    with open(FACES / "MANIFEST.csv") as fh:
-        paths = sorted(r["path"] for r in csv.DictReader(fh) if not r["path"].startswith(("bodies/", "noface/")))
-    step = len(paths) / count
-    return [FACES / paths[int(i * step)] for i in range(count)]
 
 
 def load_load() -> str:

@@ -221,9 +221,7 @@ def _located(items: list[tuple[np.ndarray, dict[str, Any]]]) -> list[tuple[np.nd
     photo; an image that is a stored face sample (option ``sample``) is one face already aligned:
     its landmarks are where the warp puts them, its chip is itself (brought to the chip's size)."""
     photos = [image for image, options in items if not options.get("sample")]
-    detections = pipeline.detect(photos)
-    points = pipeline.landmarks5(photos, detections)
-    found = iter(zip(photos, detections, points, pipeline.warp(photos, points)))
+    found = iter((photo, *located) for photo, located in zip(photos, pipeline.locate(photos)))
     out = []
     for image, options in items:
         if not options.get("sample"):

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 
 from inference import descriptor_format, parallel, registry
-from inference.align import face_chips
+from inference.align import FACE_CHIP_SIZE, face_chips
 from inference.types import Detection
 
 
@@ -69,18 +70,101 @@ def cost(image: np.ndarray) -> float:
     return h * w * shrink * shrink + 220_000
 
 
+# Images per batch when the inference_batch_max setting is 0. The CPU's 32 keeps two shards'
+# working sets cache-sized (docs/sdk.md). A device takes as many images as half its memory holds
+# at DEVICE_IMAGE_BYTES each: a bound on one image's peak through the device pipeline (a
+# 5-megapixel upload of 15 MB, the int32 summed-area tables of its 1024-pixel working copy, 12.6 MB,
+# P-Net's first pyramid level and the chips), with the rest of the memory left to the models and
+# to torch's allocator; at most DEVICE_BATCH_MAX, past which a batch only adds latency.
+CPU_BATCH = 32
+DEVICE_IMAGE_BYTES = 64 << 20
+DEVICE_BATCH_MAX = 256
+
+
+def batch_limit(setting: int, device: str | None = None, memory_bytes: int | None = None) -> int:
+    """Images per batch of the models: ``setting`` (``inference_batch_max``) when positive, else
+    what ``device`` (None: the models') holds; ``memory_bytes`` is its memory (None: asked of torch)."""
+    if setting > 0:
+        return setting
+    device = device or registry.device()
+    if device == "cpu":
+        return CPU_BATCH
+    if memory_bytes is None:
+        import torch
+
+        memory_bytes = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return max(1, min(DEVICE_BATCH_MAX, memory_bytes // 2 // DEVICE_IMAGE_BYTES))
+
+
+def locate(images: list[np.ndarray]) -> list[tuple[list[Detection], np.ndarray, np.ndarray]]:
+    """Detections, (N_i, 5, 2) landmarks and (N_i, 150, 150, 3) chips of each image: the pipeline
+    up to the descriptor, which callers run by version (``extract``). On the CPU the batch runs as
+    shards side by side (``inference.parallel``); on another device every stage runs there."""
+    device = registry.device()
+    if device != "cpu":
+        located, _ = _locate_on_device(images)
+        return located
+    return parallel.run(_locate, images, [cost(image) for image in images], device)
+
+
 def process(images: list[np.ndarray], version: int = descriptor_format.DESCRIPTOR_VERSION) -> list[list[Face]]:
     """The whole pipeline for a batch of images: every detected face with its descriptor of
-    ``version``; on the CPU the batch runs as shards side by side (``inference.parallel``)."""
-    return parallel.run(partial(_process, version=version), images, [cost(image) for image in images], registry.device())
+    ``version``. On the CPU the batch runs as shards side by side (``inference.parallel``); on
+    another device the chips stay there for the descriptor network."""
+    device = registry.device()
+    if device == "cpu":
+        return parallel.run(partial(_process, version=version), images, [cost(image) for image in images], device)
+    return process_on_device(images, version)
+
+
+def process_on_device(images: list[np.ndarray], version: int = descriptor_format.DESCRIPTOR_VERSION) -> list[list[Face]]:
+    """``process`` with every stage in torch on the models' device, whole batch at once: images
+    uploaded once, detection (pyramid, crops, NMS), landmarks, warp and descriptor there, one copy
+    back at the end. Public so that the CPU can run it too: tests hold it to the host path's faces."""
+    if version not in descriptor_format.DESCRIPTOR_LENGTHS:
+        raise descriptor_format.DescriptorFormatError(f"unknown descriptor version {version}")
+    located, chips = _locate_on_device(images)
+    if chips is None:
+        return [[] for _ in images]
+    mirror = version == descriptor_format.MIRRORED_VERSION
+    descriptors = registry.get("face_descriptor").extract_tensor(chips, mirror=mirror).cpu().numpy()
+    counts = [len(dets) for dets, _, _ in located]
+    return [
+        [Face(d, p, c, v) for d, p, c, v in zip(dets, pts, chs, descs)]
+        for (dets, pts, chs), descs in zip(located, np.split(descriptors, np.cumsum(counts)[:-1]))
+    ]
+
+
+def _locate_on_device(images: list[np.ndarray]) -> tuple[list[tuple[list[Detection], np.ndarray, np.ndarray]], Any]:
+    """``locate`` on the models' device, and the chips as one device tensor (None without faces)."""
+    import torch
+
+    from inference.align_device import face_chips_device
+
+    detector = registry.get("face_detector")
+    tensors = [torch.from_numpy(np.ascontiguousarray(image)).to(detector.device, non_blocking=True) for image in images]
+    found = detector.detect_tensors(tensors)
+    detections = detector.to_detections(found, len(images))
+    if not len(found.inds):
+        empty = (np.zeros((0, 5, 2), np.float32), np.zeros((0, FACE_CHIP_SIZE, FACE_CHIP_SIZE, 3), np.uint8))
+        return [([], *empty) for _ in images], None
+    points = registry.get("face_landmarks5").predict_device(tensors, found.boxes, found.inds)
+    chips = face_chips_device(tensors, found.inds, points)
+    counts = np.cumsum([len(dets) for dets in detections])[:-1]
+    host_points, host_chips = np.split(points.cpu().numpy(), counts), np.split(chips.cpu().numpy(), counts)
+    return list(zip(detections, host_points, host_chips)), chips
+
+
+def _locate(images: list[np.ndarray]) -> list[tuple[list[Detection], np.ndarray, np.ndarray]]:
+    detections = detect(images)
+    points = landmarks5(images, detections)
+    return list(zip(detections, points, warp(images, points)))
 
 
 def _process(images: list[np.ndarray], version: int) -> list[list[Face]]:
-    detections = detect(images)
-    points = landmarks5(images, detections)
-    chips = warp(images, points)
-    descriptors = extract(chips, version)
+    located = _locate(images)
+    descriptors = extract([chips for _, _, chips in located], version)
     return [
         [Face(d, p, c, v) for d, p, c, v in zip(dets, pts, chs, descs)]
-        for dets, pts, chs, descs in zip(detections, points, chips, descriptors)
+        for (dets, pts, chs), descs in zip(located, descriptors)
     ]

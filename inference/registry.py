@@ -69,9 +69,23 @@ def configure(enabled: dict[str, bool] | None = None, default_enabled: bool = Tr
         _default_enabled = default_enabled
         if device is not None:
             _device = device
+            if device.startswith("cuda"):
+                _full_float32()
         for name in list(_loaded):
             if not is_enabled(name):
                 del _loaded[name]
+
+
+def _full_float32() -> None:
+    """TF32 off for every CUDA matmul and convolution. cuDNN's default TF32 (10-bit mantissa)
+    moved the cascade's scores and box offsets by about 1e-3 and the descriptors by up to L2 0.0012
+    against the CPU: enough to tip thresholds and rankings, so a face enrolled on one kind of worker
+    could come out of the other as different boxes and a descriptor past the match threshold. The
+    networks are a small share of an image's device time, so full float32 costs little."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def device() -> str:

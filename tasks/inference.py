@@ -124,7 +124,7 @@ class Batcher:
 
 def _limits() -> tuple[int, float]:
     s = settings.current()
-    return max(1, s.inference_batch_max), max(0.0, s.inference_batch_wait_ms) / 1000.0
+    return pipeline.batch_limit(s.inference_batch_max), max(0.0, s.inference_batch_wait_ms) / 1000.0
 
 
 batcher = Batcher(_limits, "inference-batcher")

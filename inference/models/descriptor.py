@@ -133,11 +133,16 @@ class Descriptor:
         chips = np.asarray(chips)
         if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3) or chips.dtype != np.uint8:
             raise ValueError(f"expected (N, {CHIP_SIZE}, {CHIP_SIZE}, 3) uint8 chips, got {chips.shape} {chips.dtype}")
-        out = np.empty((len(chips), DESCRIPTOR_SIZE), dtype=np.float32)
+        return self.extract_tensor(torch.from_numpy(chips).to(self.device), mirror).cpu().numpy()
+
+    def extract_tensor(self, chips: torch.Tensor, mirror: bool = False) -> torch.Tensor:
+        """The same on a (N, 150, 150, 3) uint8 tensor already on the device (the device pipeline's
+        chips never leave it); (N, 128) float32 on the device."""
+        out = torch.empty((len(chips), DESCRIPTOR_SIZE), dtype=torch.float32, device=self.device)
         with torch.inference_mode():
             step = self.batch_size // 2 if mirror else self.batch_size
             for start in range(0, len(chips), step):
-                batch = torch.from_numpy(chips[start : start + step]).to(self.device)
+                batch = chips[start : start + step].to(self.device)
                 x = batch.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
                 if mirror:
                     n = x.shape[0]
@@ -145,7 +150,7 @@ class Descriptor:
                     result = (both[:n] + both[n:]) / 2
                 else:
                     result = self.net(x)
-                out[start : start + len(batch)] = result.float().cpu().numpy()
+                out[start : start + len(batch)] = result
         return out
 
 

@@ -44,6 +44,7 @@ from app.tasks import registry, sources
 from app.tasks.registry import Result, TaskType
 from app.tasks.runner import Job
 from inference import images as image_check
+from inference import pipeline
 
 RAW, SAMPLES = 0, 1
 _NAMESPACE = uuid.UUID("0c6f8d52-3b7e-4a9f-b1d4-7e2a5c9f3d18")
@@ -115,7 +116,7 @@ def split(job: Job) -> list[dict[str, Any]]:
                                     policies=PoliciesSchema().dump(ref["policies"])))
     with sources.open_source(job.content["source"], job.scope) as source:
         names = [f.name for f in source.files()]
-        size = max(1, settings.current().inference_batch_max)
+        size = pipeline.batch_limit(settings.current().inference_batch_max)
         parts = [names[i:i + size] for i in range(0, len(names), size)]
         if source.transient:
             for n, files in enumerate(parts):
@@ -253,7 +254,7 @@ def part(job: Job, content: dict[str, Any]) -> list[dict[str, Any]]:
         reader.close()
     request_time = datetime.now(timezone.utc).isoformat()
     keep_origin = policies["storage_policy"]["image_origin_policy"]["store_image"]
-    step = max(1, settings.current().inference_batch_max)
+    step = pipeline.batch_limit(settings.current().inference_batch_max)
     for start in range(0, len(images), step):
         batch = _analyze(job, images[start:start + step], policies, results)
         if batch and policies["match_policy"]:
