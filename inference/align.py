@@ -11,7 +11,6 @@ few hundredths, which is visible in verification accuracy.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,7 +52,7 @@ class ChipGeometry:
     """dlib's ``chip_details``: the source rectangle (before rotation), its rotation and chip size."""
 
     rect: Rect
-    angle: float
+    rotation: tuple[float, float]  # cosine and sine of the angle
     size: int
 
 
@@ -62,42 +61,93 @@ def chip_landmarks(size: int = FACE_CHIP_SIZE, padding: float = FACE_CHIP_PADDIN
     return (padding + TEMPLATE5) / (2 * padding + 1) * size
 
 
+def chip_geometries(landmarks: np.ndarray, size: int = FACE_CHIP_SIZE, padding: float = FACE_CHIP_PADDING) -> tuple[np.ndarray, np.ndarray]:
+    """Where dlib cuts the chips of (N, 5, 2) landmarks: rectangles (N, 4) left, top, right, bottom
+    in source pixels and rotations (N, 2) cosine, sine.
+
+    The rotation is the similarity's normalised first column rather than dlib's cos(atan2()):
+    the same angle to an ulp, and made of correctly rounded operations only, so the host and the
+    device paths (:mod:`inference.align_device`), which share these numbers, sample alike."""
+    points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
+    template = chip_landmarks(size, padding)
+    m = similarity_matrices(template, points)
+    t = points.mean(axis=1) - m @ template.mean(axis=0)
+    a, b = m[:, 0, 0], m[:, 1, 0]  # the transform applied to (1, 0)
+    length = np.sqrt(a * a + b * b)
+    center = m @ np.array([size / 2.0, size / 2.0]) + t
+    half = (size * length - 1) / 2  # dlib's centered_drect: width counts both end pixels
+    rects = np.stack([center[:, 0] - half, center[:, 1] - half, center[:, 0] + half, center[:, 1] + half], axis=1)
+    return rects, np.stack([a / length, b / length], axis=1)
+
+
 def chip_geometry(points5: np.ndarray, size: int = FACE_CHIP_SIZE, padding: float = FACE_CHIP_PADDING) -> ChipGeometry:
     """Where dlib cuts the face chip for these 5 landmarks (source pixels)."""
-    points = np.asarray(points5, dtype=np.float64).reshape(5, 2)
-    template = chip_landmarks(size, padding)
-    m = similarity_matrices(template, points[None])[0]
-    t = points.mean(axis=0) - m @ template.mean(axis=0)
-    a, b = m[0, 0], m[1, 0]  # the transform applied to (1, 0)
-    cx, cy = m @ np.array([size / 2.0, size / 2.0]) + t
-    half = (size * math.hypot(a, b) - 1) / 2  # dlib's centered_drect: width counts both end pixels
-    return ChipGeometry((cx - half, cy - half, cx + half, cy + half), math.atan2(b, a), size)
+    rects, rotations = chip_geometries(points5, size, padding)
+    return ChipGeometry(tuple(rects[0].tolist()), tuple(rotations[0].tolist()), size)
 
 
-def _area(rect: Rect) -> float:
-    left, top, right, bottom = rect
-    if left > right or top > bottom:
-        return 0.0
-    return (right - left + 1) * (bottom - top + 1)
+def _area(rects: np.ndarray) -> np.ndarray:
+    left, top, right, bottom = rects.T
+    return np.where((left > right) | (top > bottom), 0.0, (right - left + 1) * (bottom - top + 1))
 
 
-def _rect_down(rect: Rect) -> Rect:
+def _rect_down(rects: np.ndarray) -> np.ndarray:
     """dlib's ``pyramid_down<2>::rect_down`` (its point_down is p / 2 - (1.25, 0.75))."""
-    left, top, right, bottom = rect
-    return (left / 2 - 1.25, top / 2 - 0.75, right / 2 - 1.25, bottom / 2 - 0.75)
+    return rects / 2 - np.array([1.25, 0.75, 1.25, 0.75])
 
 
-def _rotate(center: tuple[float, float], x: float, y: float, angle: float) -> tuple[float, float]:
-    c, s = math.cos(angle), math.sin(angle)
-    dx, dy = x - center[0], y - center[1]
-    return (c * dx - s * dy + center[0], s * dx + c * dy + center[1])
+def _corners(rects: np.ndarray, rotations: np.ndarray) -> np.ndarray:
+    """(N, 4, 2): top-left, top-right, bottom-left, bottom-right corners rotated about each rect's centre."""
+    left, top, right, bottom = (v[:, None] for v in rects.T)
+    c, s = rotations[:, 0, None], rotations[:, 1, None]
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    dx = np.concatenate([left, right, left, right], axis=1) - cx
+    dy = np.concatenate([top, top, bottom, bottom], axis=1) - cy
+    return np.stack([c * dx - s * dy + cx, s * dx + c * dy + cy], axis=-1)
 
 
-def _corners(rect: Rect, angle: float) -> list[tuple[float, float]]:
-    """Top-left, top-right, bottom-left, bottom-right corners rotated about the rect's centre."""
-    left, top, right, bottom = rect
-    center = ((left + right) / 2, (top + bottom) / 2)
-    return [_rotate(center, x, y, angle) for x, y in ((left, top), (right, top), (left, bottom), (right, bottom))]
+@dataclass(frozen=True)
+class ChipPlans:
+    """How each chip is cut: the part of its image dlib works on, how many times that crop goes
+    through ``pyramid_down``, and where the chip's corners land on the reduced crop. Computed on
+    the host for the numpy and the device warps alike, so both sample the same points."""
+
+    crops: np.ndarray  # (N, 4) int64 x0, y0, x1, y1 inclusive image pixels; x0 > x1: nothing to cut
+    levels: np.ndarray  # (N,) int64 pyramid_down steps
+    corners: np.ndarray  # (N, 3, 2) float64 top-left, top-right, bottom-left chip corners in the reduced crop
+
+
+def chip_plans(rects: np.ndarray, rotations: np.ndarray, image_sizes: np.ndarray, size: int) -> ChipPlans:
+    """Plans for chips of ``size`` from rects (N, 4) and rotations (N, 2) in images of (N, 2) height, width."""
+    rects = np.asarray(rects, dtype=np.float64).reshape(-1, 4)
+    rotations = np.asarray(rotations, dtype=np.float64).reshape(-1, 2)
+    image_sizes = np.asarray(image_sizes, dtype=np.int64).reshape(-1, 2)
+    chip_area = size * size
+    # how far dlib's pyramid would go, which sets the margin of the crop it works on
+    grow = np.full(len(rects), 2.0)
+    reduced = _rect_down(rects)
+    while (more := _area(reduced) > chip_area).any():
+        reduced = np.where(more[:, None], _rect_down(reduced), reduced)
+        grow = np.where(more, grow * 2 + 2, grow)
+    corners = _corners(rects, rotations)
+    lo = np.maximum(corners.min(axis=1) - grow[:, None], 0.0)
+    hi = np.minimum(corners.max(axis=1) + grow[:, None], image_sizes[:, ::-1] - 1.0)
+    crops = np.floor(np.concatenate([lo, hi], axis=1) + 0.5).astype(np.int64)
+    crops[(lo > hi).any(axis=1)] = (0, 0, -1, -1)  # the chip lies entirely outside the image
+    rects = rects - np.concatenate([crops[:, :2], crops[:, :2]], axis=1)
+    levels = np.zeros(len(rects), dtype=np.int64)
+    while (more := _area(_rect_down(rects)) > chip_area).any():
+        rects = np.where(more[:, None], _rect_down(rects), rects)
+        levels += more
+    return ChipPlans(crops, levels, _corners(rects, rotations)[:, :3])
+
+
+def chip_grid(corners: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source x and y (N, size, size) of every chip pixel: the chip's corners land on ``corners``."""
+    steps = np.arange(size, dtype=np.float64) / (size - 1)
+    tl, tr, bl = (corners[:, None, None, k] for k in range(3))
+    points = tl + steps[None, None, :, None] * (tr - tl) + steps[None, :, None, None] * (bl - tl)
+    return points[..., 0], points[..., 1]
 
 
 def pyramid_down(image: np.ndarray) -> np.ndarray:
@@ -117,11 +167,13 @@ def pyramid_down(image: np.ndarray) -> np.ndarray:
 def _bilinear(source: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """dlib's ``interpolate_bilinear`` on RGB: black where a 2x2 neighbourhood leaves the image, truncation."""
     rows, cols = source.shape[:2]
+    if rows < 2 or cols < 2:
+        return np.zeros((*xs.shape, 3), dtype=np.uint8)  # no 2x2 neighbourhood inside
     left = np.floor(xs).astype(np.int64)
     top = np.floor(ys).astype(np.int64)
     valid = (left >= 0) & (top >= 0) & (left + 1 < cols) & (top + 1 < rows)
-    left_c = np.clip(left, 0, max(cols - 2, 0))
-    top_c = np.clip(top, 0, max(rows - 2, 0))
+    left_c = np.clip(left, 0, cols - 2)
+    top_c = np.clip(top, 0, rows - 2)
     fx = (xs - left)[..., None]
     fy = (ys - top)[..., None]
     # Flat row lookups of only the pixels needed: converting the whole source to float64 and
@@ -135,38 +187,25 @@ def _bilinear(source: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return out
 
 
-def extract_chip(image: np.ndarray, geometry: ChipGeometry) -> np.ndarray:
-    """Cut the (size, size, 3) uint8 chip described by ``geometry`` out of an RGB image, as dlib does."""
+def _cut(image: np.ndarray, crop: np.ndarray, levels: int, corners: np.ndarray, size: int) -> np.ndarray:
+    x0, y0, x1, y1 = crop.tolist()
+    source = image[y0 : y1 + 1, x0 : x1 + 1]
+    for _ in range(levels):
+        source = pyramid_down(source)
+    xs, ys = chip_grid(corners[None], size)
+    return _bilinear(source, xs[0], ys[0])
+
+
+def _check_image(image: np.ndarray) -> None:
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"expected a non-empty (H, W, 3) RGB image, got shape {image.shape}")
-    height, width = image.shape[:2]
-    size = geometry.size
-    chip_area = size * size
-    # how far dlib's pyramid would go, which sets the margin of the crop it works on
-    grow = 2.0
-    rect = _rect_down(geometry.rect)
-    while _area(rect) > chip_area:
-        rect = _rect_down(rect)
-        grow = grow * 2 + 2
-    corners = np.array(_corners(geometry.rect, geometry.angle))
-    lo = np.maximum(corners.min(axis=0) - grow, 0.0)
-    hi = np.minimum(corners.max(axis=0) + grow, [width - 1.0, height - 1.0])
-    chip = np.zeros((size, size, 3), dtype=np.uint8)
-    if (lo > hi).any():
-        return chip  # the chip lies entirely outside the image
-    x0, y0 = (int(v) for v in np.floor(lo + 0.5))
-    x1, y1 = (int(v) for v in np.floor(hi + 0.5))
-    source = image[y0 : y1 + 1, x0 : x1 + 1]
-    left, top, right, bottom = geometry.rect
-    rect = (left - x0, top - y0, right - x0, bottom - y0)
-    while _area(_rect_down(rect)) > chip_area:
-        rect = _rect_down(rect)
-        source = pyramid_down(source)
-    # chip pixel (c, r) -> source point: the chip's corners land on the rotated rect's corners
-    tl, tr, bl, _ = (np.array(p) for p in _corners(rect, geometry.angle))
-    steps = np.arange(size, dtype=np.float64) / (size - 1)
-    points = tl + steps[None, :, None] * (tr - tl) + steps[:, None, None] * (bl - tl)
-    return _bilinear(source, points[..., 0], points[..., 1])
+
+
+def extract_chip(image: np.ndarray, geometry: ChipGeometry) -> np.ndarray:
+    """Cut the (size, size, 3) uint8 chip described by ``geometry`` out of an RGB image, as dlib does."""
+    _check_image(image)
+    plans = chip_plans(np.array([geometry.rect]), np.array([geometry.rotation]), np.array([image.shape[:2]]), geometry.size)
+    return _cut(image, plans.crops[0], int(plans.levels[0]), plans.corners[0], geometry.size)
 
 
 def resize_chip(chip: np.ndarray, size: int = FACE_CHIP_SIZE) -> np.ndarray:
@@ -174,17 +213,22 @@ def resize_chip(chip: np.ndarray, size: int = FACE_CHIP_SIZE) -> np.ndarray:
     height, width = chip.shape[:2]
     if (height, width) == (size, size):
         return chip
-    return extract_chip(chip, ChipGeometry((0.0, 0.0, width - 1.0, height - 1.0), 0.0, size))
+    return extract_chip(chip, ChipGeometry((0.0, 0.0, width - 1.0, height - 1.0), (1.0, 0.0), size))
 
 
 def face_chip(image: np.ndarray, points5: np.ndarray, size: int = FACE_CHIP_SIZE, padding: float = FACE_CHIP_PADDING) -> np.ndarray:
     """``dlib.get_face_chip`` for one face's 5 landmarks."""
-    return extract_chip(image, chip_geometry(points5, size, padding))
+    return face_chips(image, np.asarray(points5)[None], size, padding)[0]
 
 
 def face_chips(image: np.ndarray, landmarks: np.ndarray, size: int = FACE_CHIP_SIZE, padding: float = FACE_CHIP_PADDING) -> np.ndarray:
     """Chips (N, size, size, 3) for the (N, 5, 2) landmarks of faces in one image."""
+    _check_image(image)
     chips = np.zeros((len(landmarks), size, size, 3), dtype=np.uint8)
-    for i, points in enumerate(landmarks):
-        chips[i] = face_chip(image, points, size, padding)
+    if len(landmarks) == 0:
+        return chips
+    rects, rotations = chip_geometries(landmarks, size, padding)
+    plans = chip_plans(rects, rotations, np.repeat([image.shape[:2]], len(landmarks), axis=0), size)
+    for i in range(len(landmarks)):
+        chips[i] = _cut(image, plans.crops[i], int(plans.levels[i]), plans.corners[i], size)
     return chips

@@ -14,21 +14,35 @@ through ``inference.align.predictor_box`` first.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from inference.align import similarity_matrices
 from inference.formats.dlib_dnn import face_recognition_models_file
 from inference.formats.dlib_shape import ShapePredictorModel, read_shape_predictor
 
+if TYPE_CHECKING:
+    import torch
+
 MODEL_FILE = "shape_predictor_5_face_landmarks.dat"
 
 Box = tuple[float, float, float, float]
+
+
+def _rotate(deltas: Any, tform: Any) -> Any:
+    """Feature offsets (F, 2) under each face's rotation+scale (N, 2, 2), for numpy arrays and
+    tensors alike. Spelled out rather than a matmul: BLAS kernels may fuse the multiply-add
+    and TF32 matmuls drop bits, either of which moves feature pixels off numpy's."""
+    d = deltas[None, :, None, :]  # (1, F, 1, 2)
+    return d[..., 0] * tform[:, None, :, 0] + d[..., 1] * tform[:, None, :, 1]
 
 
 class ShapePredictor:
     def __init__(self, model: ShapePredictorModel) -> None:
         self.model = model
         self.num_points = len(model.initial_shape)
+        self._on_device: dict[str, dict[str, Any]] = {}  # the model's arrays per torch device
 
     def predict(self, image_rgb: np.ndarray, box: Box) -> np.ndarray:
         """Landmarks (P, 2) float32 in source pixels for the face in ``box`` = (x, y, w, h)."""
@@ -63,7 +77,7 @@ class ShapePredictor:
         for level in self.model.cascades:
             tform = similarity_matrices(initial.astype(np.float64), current.astype(np.float64)).astype(np.float32)
             # feature pixels: the level's offsets, rotated/scaled like the current shape, from their anchors
-            normalised = np.matmul(level.deltas, tform.transpose(0, 2, 1)) + current[:, level.anchor]
+            normalised = _rotate(level.deltas, tform) + current[:, level.anchor]
             pixel = np.floor(origin + normalised.astype(np.float64) * extent + 0.5).astype(np.int64)
             x, y = pixel[..., 0], pixel[..., 1]
             inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
@@ -90,6 +104,77 @@ class ShapePredictor:
             current = np.add.accumulate(steps, axis=1, dtype=np.float32)[:, -1].reshape(n, self.num_points, 2)
         points = (origin + current.astype(np.float64) * extent).astype(np.float32)
         return np.split(points, np.cumsum(counts)[:-1])
+
+    def _device_arrays(self, device: torch.device) -> dict[str, Any]:
+        """The cascade's arrays stacked by level, uploaded once per device."""
+        import torch
+
+        key = str(device)
+        if key not in self._on_device:
+            levels = self.model.cascades
+            n_trees, n_splits = levels[0].idx1.shape
+
+            def stack(name: str) -> np.ndarray:
+                return np.stack([getattr(level, name) for level in levels])
+
+            self._on_device[key] = {
+                "trees": n_trees,
+                "splits": n_splits,
+                "initial": torch.as_tensor(self.model.initial_shape, device=device),
+                "initial64": torch.as_tensor(self.model.initial_shape.astype(np.float64), device=device),
+                "idx1": torch.as_tensor(stack("idx1").reshape(len(levels), -1), device=device),
+                "idx2": torch.as_tensor(stack("idx2").reshape(len(levels), -1), device=device),
+                "thresh": torch.as_tensor(stack("thresh").reshape(len(levels), -1), device=device),
+                "leaves": torch.as_tensor(stack("leaves").reshape(len(levels), -1, 2 * self.num_points), device=device),
+                "anchor": torch.as_tensor(stack("anchor"), device=device),
+                "deltas": torch.as_tensor(stack("deltas"), device=device),
+            }
+        return self._on_device[key]
+
+    def predict_device(self, images: list[torch.Tensor], boxes: torch.Tensor, inds: torch.Tensor) -> torch.Tensor:
+        """Landmarks (N, P, 2) float32 on the images' device for faces in ``boxes`` (N, 4) x, y, w, h
+        of ``images[inds]`` ((H, W, 3) uint8 tensors), every face and tree of a level at once.
+
+        :meth:`predict_batch` in torch, the same operations in the same order, so the same points:
+        the leaves are added one by one in float32 as dlib does (:func:`sequential_sum`), since
+        a parallel or float64 sum moved 3 of 31 faces by up to 1.3 px (feature pixels that round
+        the other way send later levels down other branches)."""
+        import torch
+
+        from inference.align_device import sequential_sum, similarity_matrices, stack_images
+
+        device = boxes.device
+        n = int(boxes.shape[0])
+        if n == 0:
+            return torch.zeros((0, self.num_points, 2), dtype=torch.float32, device=device)
+        arrays = self._device_arrays(device)
+        table, starts, sizes = stack_images(images)
+        inds = inds.to(device=device, dtype=torch.int64)
+        height, width = sizes[inds, 0][:, None], sizes[inds, 1][:, None]  # (N, 1)
+        first = starts[inds][:, None]
+        box = boxes.to(dtype=torch.float64)
+        origin, extent = box[:, None, :2], box[:, None, 2:] - 1.0  # see predict_batch
+        n_trees, n_splits = arrays["trees"], arrays["splits"]
+        tree_base = torch.arange(n_trees, device=device)[None, :] * n_splits
+        current = arrays["initial"].expand(n, -1, -1)
+        for k in range(len(self.model.cascades)):
+            tform = similarity_matrices(arrays["initial64"], current.double()).float()  # (N, 2, 2)
+            normalised = _rotate(arrays["deltas"][k], tform) + current[:, arrays["anchor"][k]]
+            pixel = torch.floor(origin + normalised.double() * extent + 0.5).long()
+            x, y = pixel[..., 0], pixel[..., 1]
+            inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+            at = first + torch.minimum(y.clamp(min=0), height - 1) * width + torch.minimum(x.clamp(min=0), width - 1)
+            intensity = torch.div(table[at].int().sum(dim=-1), 3, rounding_mode="floor")  # dlib's rgb intensity
+            features = torch.where(inside, intensity, 0).float()
+            node = torch.zeros((n, n_trees), dtype=torch.int64, device=device)
+            for _ in range(n_splits.bit_length()):
+                split = tree_base + node
+                diff = features.gather(1, arrays["idx1"][k][split]) - features.gather(1, arrays["idx2"][k][split])
+                node = 2 * node + torch.where(diff > arrays["thresh"][k][split], 1, 2)
+            leaves = arrays["leaves"][k][tree_base // n_splits * (n_splits + 1) + node - n_splits]  # (N, T, 2P)
+            steps = torch.cat([current.reshape(n, 1, -1), leaves], dim=1)
+            current = sequential_sum(steps).reshape(n, self.num_points, 2)
+        return (origin + current.double() * extent).float()
 
 
 def load(device: str = "cpu") -> ShapePredictor:
