@@ -142,6 +142,10 @@ SETTINGS: list[Setting] = [
             "streaming descriptors from the database"),
     Setting("matcher_inline_max", int, 0, "raw matching and verification requests comparing at most "
             "this many descriptor pairs run in the API process instead of a matcher task (0: always a task)"),
+    Setting("matcher_device", str, "auto", "where a matcher worker's list cache keeps and searches its "
+            "lists: cuda (GPU memory, torch), cpu (host memory, numpy with int8 codes) or auto (cuda when "
+            "torch sees a GPU; without an NVIDIA driver torch is not even imported); read when a matcher "
+            "worker starts", choices=("auto", "cpu", "cuda")),
     # events
     Setting("events_geo_delta_default", float, 0.01, "half the width and half the height, in degrees, "
             "of the geo filter's box when a request gives an origin without longitude_delta or latitude_delta"),

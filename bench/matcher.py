@@ -17,7 +17,12 @@ batch path screens with int8 products, then re-scores in float64). Measured in t
 - the single/batch crossover of FlatIndex (CODED_SINGLE_QUERY_MAX for this coded index);
 - exactness: FlatIndex ids equal a float64 brute force for a sample of queries;
 - the list cache load of 1,000,000 descriptors from PostgreSQL (bench/matcher_cache_load.py).
-The last line is one JSON object (figures for N = 1,000,000). ``--batch-only [RUNS]`` times just
+- the device back-end (``matcher.device_index.DeviceIndex``), after every CPU figure so that
+  importing torch cannot touch them: with CUDA at N = 1,000,000 (and one 10,000,000-row list: its
+  build time, device memory and batch speed), without CUDA on torch CPU tensors at N = 100,000;
+  batch q/s and single-query p50/p99 against FlatIndex's in the same run, and its results for all
+  1,000 queries identical to FlatIndex's (ids and float64 scores; the bench exits non-zero otherwise).
+The last line is one JSON object (figures for N = 1,000,000; ``device_*`` for the device rows). ``--batch-only [RUNS]`` times just
 the 1,000-query batch of FlatIndex and faiss at N = 1,000,000, interleaved, RUNS timed runs each
 (default 9), one line per round, then one JSON line with best and median of each.
 """
@@ -187,6 +192,54 @@ def run(n: int, singles: int) -> dict[str, object]:
     }
 
 
+def device_rows() -> dict[str, object]:
+    """DeviceIndex against FlatIndex (coded, as the list cache builds it) on the same data: see the
+    module docstring. With CUDA, also a 10,000,000-row list."""
+    import torch
+
+    from matcher.device_index import DeviceIndex
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    n = 1_000_000 if device == "cuda" else 100_000
+    x, queries = unit(n, 1), unit(1000, 2)
+    flat = FlatIndex(128, "l2", capacity=n, coded=True)
+    flat.add(np.arange(n).tolist(), x)
+    flat.prepare()
+    t = time.perf_counter()
+    index = DeviceIndex(128, "l2", capacity=n, device=device)
+    index.add(np.arange(n).tolist(), x)
+    build_s = time.perf_counter() - t
+    singles = [interleaved({"device": lambda q=q: index.search(q, K)}, 1)["device"][0] for q in queries[:100]]
+    batch = interleaved({"device": lambda: index.search(queries, K), "flat": lambda: flat.search(queries, K)},
+                        BATCH_RUNS)
+    (s_dev, i_dev), (s_flat, i_flat) = index.search(queries, K), flat.search(queries, K)
+    out: dict[str, object] = {
+        "device": device, "device_n": n, "device_build_s": round(build_s, 2),
+        "device_single_p50_ms": round(float(np.percentile(singles, 50)) * 1e3, 3),
+        "device_single_p99_ms": round(float(np.percentile(singles, 99)) * 1e3, 3),
+        "device_batch_qps": round(1000 / float(batch["device"].min()), 1),
+        "device_flat_batch_qps": round(1000 / float(batch["flat"].min()), 1),
+        "device_same_as_flat": i_dev.tolist() == i_flat.tolist() and bool(np.array_equal(s_dev, s_flat)),
+    }
+    if device == "cuda":
+        del index, flat, x
+        big = 10_000_000
+        x = np.empty((big, 128), dtype=np.float32)
+        for a in range(0, big, n):
+            x[a:a + n] = unit(n, 10 + a // n)
+        torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        index = DeviceIndex(128, "l2", capacity=big, device=device)
+        index.add(np.arange(big).tolist(), x)
+        out["device_10m_build_s"] = round(time.perf_counter() - t, 2)
+        out["device_10m_rows_gib"] = round(torch.cuda.memory_allocated() / 2 ** 30, 2)
+        out["device_10m_batch_qps"] = round(1000 / float(timed(lambda: index.search(queries, K), 2).min()), 1)
+        out["device_10m_single_ms"] = round(float(timed(lambda: index.search(queries[0], K), 5).min()) * 1e3, 3)
+        out["device_10m_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+    print(json.dumps(out), file=sys.stderr)
+    return out
+
+
 def batch_only(n: int, runs: int) -> None:
     """``--batch-only``: just the 1,000-query batch of FlatIndex against faiss IndexFlatIP, ``runs``
     timed runs each, interleaved (for iterating on the batch path; the full bench stays the
@@ -236,14 +289,17 @@ def main() -> None:
     big = results[1_000_000]
     if not (big["exact_vs_float64"] and results[100_000]["exact_vs_float64"]):
         raise SystemExit("FlatIndex results differ from the float64 brute force")
+    cache_load_s = measure_cache_load(1_000_000)
+    device = device_rows()
+    if not device["device_same_as_flat"]:
+        raise SystemExit("DeviceIndex results differ from FlatIndex's")
     print(json.dumps({"bench": "matcher", "single_p50_ms": big["single_p50_ms"],
                       "single_ratio_to_bound": big["single_ratio_to_bound"],
                       "batch_ratio_vs_faiss": big["batch_ratio_vs_faiss"],
                       "batch_ratio_vs_numpy": big["batch_ratio_vs_numpy"],
                       "batch_ratio_vs_faiss_median": big["batch_ratio_vs_faiss_median"],
                       "batch_ratio_vs_numpy_median": big["batch_ratio_vs_numpy_median"],
-                      "batch_runs": BATCH_RUNS,
-                      "cache_load_s": measure_cache_load(1_000_000)}))
+                      "batch_runs": BATCH_RUNS, "cache_load_s": cache_load_s, **device}))
 
 
 if __name__ == "__main__":

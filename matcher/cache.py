@@ -1,4 +1,5 @@
-"""List cache: one exact FlatIndex per list, kept current by the change feed.
+"""List cache: one exact index per list (``FlatIndex``, or ``DeviceIndex`` on a GPU), kept current
+by the change feed.
 
 Lifecycle. ``load`` streams the initial snapshot (chunks of ``(list_id, ids, descriptors)``, only
 faces that have a descriptor) into fresh indexes without blocking the feed: changes applied while
@@ -13,17 +14,49 @@ the feed head ``N`` and calls ``wait_for(N)`` before searching.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Collection, Hashable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from matcher.changes import (Change, DescriptorAdded, DescriptorRemoved, FaceAttached, FaceDeleted,
-                             FaceDetached, ListDeleted)
+from matcher.changes import (
+    Change,
+    DescriptorAdded,
+    DescriptorRemoved,
+    FaceAttached,
+    FaceDeleted,
+    FaceDetached,
+    ListDeleted,
+)
 from matcher.index import FlatIndex, MatcherInputError, as_descriptors, check_space
 from matcher.stream import merge_topk
 
+if TYPE_CHECKING:
+    from matcher.device_index import DeviceIndex
+
 Chunk = tuple[Hashable, Sequence[Hashable], np.ndarray]
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(setting: str) -> str | None:
+    """The torch device a cache keeps its lists on for the ``matcher_device`` setting, or None for
+    the numpy index (``matcher.index``). "auto": CUDA when torch sees a GPU. torch is imported only
+    where an NVIDIA driver is loaded (or torch already is): a CPU-only worker never pays for it."""
+    if setting not in DEVICES:
+        raise ValueError(f"matcher device must be one of {DEVICES}, got {setting!r}")
+    if setting == "cpu" or (setting == "auto" and "torch" not in sys.modules
+                            and not os.path.exists("/proc/driver/nvidia/version")):
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if setting == "cuda":
+        raise RuntimeError("matcher device is cuda, but torch sees no CUDA device")
+    return None
 
 
 class NotCached(KeyError):
@@ -34,15 +67,17 @@ class ListCache:
     """Descriptors of every cached list in memory, searchable exactly and updated by ``apply``.
 
     ``include``: cache only these list ids (None: all lists). ``exclude``: never cache these.
+    ``device``: a torch device to keep the lists on (``matcher.device_index``; see
+    ``resolve_device``), or None for the numpy index with int8 codes.
     """
 
     def __init__(self, dim: int = 128, metric: str = "l2", include: Collection[Hashable] | None = None,
-                 exclude: Collection[Hashable] = ()) -> None:
+                 exclude: Collection[Hashable] = (), device: str | None = None) -> None:
         check_space(dim, metric)
-        self.dim, self.metric = dim, metric
+        self.dim, self.metric, self.device = dim, metric, device
         self._include = frozenset(include) if include is not None else None
         self._exclude = frozenset(exclude)
-        self._indexes: dict[Hashable, FlatIndex] = {}
+        self._indexes: dict[Hashable, FlatIndex | DeviceIndex] = {}
         self._cond = threading.Condition(threading.RLock())
         self._pending: list[Change] = []
         self._version = -1
@@ -70,10 +105,13 @@ class ListCache:
     def load(self, chunks: Iterable[Chunk], seq: int = 0) -> None:
         """Install the initial snapshot; ``seq`` is the feed position it reflects (a lower value is
         safe: changes are idempotent and get replayed)."""
-        indexes: dict[Hashable, FlatIndex] = {}
+        indexes: dict[Hashable, FlatIndex | DeviceIndex] = {}
         for list_id, ids, descriptors in chunks:
             if self.caches(list_id):
-                indexes.setdefault(list_id, FlatIndex(self.dim, self.metric, coded=True)).add(ids, descriptors)
+                index = indexes.get(list_id)
+                if index is None:
+                    index = indexes[list_id] = self._new_index()
+                index.add(ids, descriptors)
         for index in indexes.values():
             index.prepare()
         with self._cond:
@@ -152,5 +190,12 @@ class ListCache:
         if self.caches(list_id):
             index = self._indexes.get(list_id)
             if index is None:
-                index = self._indexes[list_id] = FlatIndex(self.dim, self.metric, coded=True)
+                index = self._indexes[list_id] = self._new_index()
             index.add([face_id], x)
+
+    def _new_index(self) -> FlatIndex | DeviceIndex:
+        if self.device is None:
+            return FlatIndex(self.dim, self.metric, coded=True)
+        from matcher.device_index import DeviceIndex  # torch only where a device is asked for
+
+        return DeviceIndex(self.dim, self.metric, device=self.device)

@@ -95,7 +95,8 @@ def exact_scores(queries: np.ndarray, rows: np.ndarray, metric: str) -> np.ndarr
     """Float64 squared L2 distance (smaller is better) or inner product, per (query, row) pair.
 
     Computed element-wise per row, so identical rows always get bit-identical scores, which is what
-    makes the (score, id) tie-break deterministic.
+    makes the (score, id) tie-break deterministic. ``matcher.device_index`` computes the same
+    scores on a device in numpy's summation order (``numpy_order_sum``): change the two together.
     """
     q = queries.astype(np.float64)
     x = rows.astype(np.float64)
@@ -116,6 +117,24 @@ def _check_ids(ids: Sequence[Hashable]) -> list[Hashable]:
     if len(set(out)) != len(out):
         raise IdError("duplicate ids in one call")
     return out
+
+
+def checked_rows(ids: Sequence[Hashable], descriptors: object, dim: int) -> tuple[list[Hashable], np.ndarray]:
+    """The ids and float32 (n, dim) descriptors of one ``add`` call, validated."""
+    ids = _check_ids(ids)
+    x = as_descriptors(descriptors, dim)
+    if x.shape[0] != len(ids):
+        raise DimensionError(f"{len(ids)} ids for {x.shape[0]} descriptors")
+    return ids, x
+
+
+def id_kind(held: type | None, ids: list[Hashable]) -> type:
+    """The id type of an index holding ``held`` ids once ``ids`` (checked, not empty) are added:
+    one index never mixes str and int ids."""
+    kind = type(ids[0])
+    if held not in (None, kind):
+        raise IdError(f"this index holds {held.__name__} ids, got {kind.__name__}")
+    return kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,10 +264,17 @@ def _select_all(queries: np.ndarray, qi: np.ndarray, pos: np.ndarray, approx: np
     keep = approx >= kth[qi] - 2.0 * bounds[qi]
     qi, pos = qi[keep], pos[keep]
     exact = exact_scores(queries[qi], snap.rows[pos], metric)
+    order = np.lexsort((exact if metric == "l2" else -exact, qi))
+    place_sorted(qi[order], exact[order], snap.ids[pos[order]], metric, out)
+
+
+def place_sorted(qi: np.ndarray, exact: np.ndarray, ids: np.ndarray, metric: str,
+                 out: tuple[np.ndarray, np.ndarray]) -> None:
+    """Fill ``out`` (scores, ids) from float64 candidate scores sorted by (query, score best
+    first): runs of equal scores are ordered by id (compared in Python, only within such runs),
+    then each query keeps its first ``out``-width entries. Shared by every back-end, so ties come
+    out alike everywhere."""
     key = exact if metric == "l2" else -exact
-    order = np.lexsort((key, qi))
-    qi, pos, key, exact = qi[order], pos[order], key[order], exact[order]
-    ids = snap.ids[pos]
     tied = np.flatnonzero((qi[1:] == qi[:-1]) & (key[1:] == key[:-1]))
     if tied.size:
         perm = np.arange(qi.size)
@@ -405,17 +431,11 @@ class FlatIndex:
 
     def add(self, ids: Sequence[Hashable], descriptors: object) -> None:
         """Insert or replace descriptors (replacing tombstones the old row)."""
-        ids = _check_ids(ids)
-        x = as_descriptors(descriptors, self.dim)
-        if x.shape[0] != len(ids):
-            raise DimensionError(f"{len(ids)} ids for {x.shape[0]} descriptors")
+        ids, x = checked_rows(ids, descriptors, self.dim)
         if not ids:
             return
-        kind = type(ids[0])
         with self._write:
-            if self._id_kind not in (None, kind):
-                raise IdError(f"this index holds {self._id_kind.__name__} ids, got {kind.__name__}")
-            self._id_kind = kind
+            self._id_kind = id_kind(self._id_kind, ids)
             snap = self._snap
             replaced = [self._pos[i] for i in ids if i in self._pos]
             dead = np.union1d(snap.dead, np.asarray(replaced, np.int64)) if replaced else snap.dead
