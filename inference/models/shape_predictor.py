@@ -30,12 +30,19 @@ MODEL_FILE = "shape_predictor_5_face_landmarks.dat"
 Box = tuple[float, float, float, float]
 
 
-def _rotate(deltas: Any, tform: Any) -> Any:
-    """Feature offsets (F, 2) under each face's rotation+scale (N, 2, 2), for numpy arrays and
-    tensors alike. Spelled out rather than a matmul: BLAS kernels may fuse the multiply-add
-    and TF32 matmuls drop bits, either of which moves feature pixels off numpy's."""
-    d = deltas[None, :, None, :]  # (1, F, 1, 2)
-    return d[..., 0] * tform[:, None, :, 0] + d[..., 1] * tform[:, None, :, 1]
+def _rotate(deltas: np.ndarray, tform: np.ndarray) -> np.ndarray:
+    """Feature offsets (F, 2) under each face's rotation+scale (N, 2, 2): (N, F, 2) float32.
+
+    Products and sums spelled out rather than a matmul, whose BLAS kernel fuses them (FMA) and
+    so rounds otherwise than the device path (:meth:`ShapePredictor.predict_device`), where the
+    same elementwise operations run; one feature pixel rounded the other way can move a face by
+    a pixel. Written into each output column: broadcasting the strided slices cost 8x more."""
+    dx, dy = np.ascontiguousarray(deltas.T)
+    out = np.empty((len(tform), len(deltas), 2), dtype=np.float32)
+    for i in range(2):
+        np.multiply(dx, tform[:, i, 0, None], out=out[..., i])
+        out[..., i] += dy * tform[:, i, 1, None]
+    return out
 
 
 class ShapePredictor:
@@ -159,7 +166,10 @@ class ShapePredictor:
         current = arrays["initial"].expand(n, -1, -1)
         for k in range(len(self.model.cascades)):
             tform = similarity_matrices(arrays["initial64"], current.double()).float()  # (N, 2, 2)
-            normalised = _rotate(arrays["deltas"][k], tform) + current[:, arrays["anchor"][k]]
+            # numpy's _rotate, elementwise (a TF32 matmul would also drop bits)
+            deltas = arrays["deltas"][k][None, :, None, :]  # (1, F, 1, 2)
+            rotated = deltas[..., 0] * tform[:, None, :, 0] + deltas[..., 1] * tform[:, None, :, 1]
+            normalised = rotated + current[:, arrays["anchor"][k]]
             pixel = torch.floor(origin + normalised.double() * extent + 0.5).long()
             x, y = pixel[..., 0], pixel[..., 1]
             inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
