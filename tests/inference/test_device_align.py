@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference import align
+from inference import align, align_device
 from inference.align_device import face_chips_device, sequential_sum
 
 
@@ -78,7 +78,8 @@ def test_predict_device_equals_numpy(shape_predictor: Any, batch: tuple) -> None
     assert shape_predictor.predict_device(tensors, flat[:0], inds[:0]).shape == (0, 5, 2)
 
 
-def test_face_chips_device_equals_numpy(shape_predictor: Any, batch: tuple, descriptor: Any) -> None:
+def test_face_chips_device_equals_numpy(shape_predictor: Any, batch: tuple, descriptor: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(align_device, "SAMPLE_FACES", 7)  # several chunks of faces sampled in turn
     images, boxes = batch
     landmarks = shape_predictor.predict_batch(images, boxes)
     expected = np.concatenate([align.face_chips(image, points) for image, points in zip(images, landmarks)])
