@@ -5,9 +5,10 @@ Reproduces ``dlib.shape_predictor`` on ``shape_predictor_5_face_landmarks.dat`` 
 these points, so alignment quality depends on reproducing them, not on any "better" landmarks.
 Points are returned as floats (dlib rounds them to whole pixels); ``np.floor(p + 0.5)`` gives
 dlib's values. Each cascade level runs vectorised over all its trees and over all faces of a
-batch of images. The 5 points are: subject's left eye outer and inner corners, right eye outer and inner
-corners (i.e. image right to left for a frontal face: 0 and 1 on the image's right side), and
-the base of the nose.
+batch of images; ``predict_device`` runs the same operations in torch on a device. The 5
+points are: subject's left eye outer and inner corners, right eye outer and inner corners
+(i.e. image right to left for a frontal face: 0 and 1 on the image's right side), and the
+base of the nose.
 
 The predictor was trained on dlib HOG detector boxes; boxes from another detector should go
 through ``inference.align.predictor_box`` first.
@@ -188,5 +189,6 @@ class ShapePredictor:
 
 
 def load(device: str = "cpu") -> ShapePredictor:
-    """Registry loader for ``face_landmarks5``; numpy on the CPU whatever the device (the trees are tiny)."""
+    """Registry loader for ``face_landmarks5``: the model's arrays stay numpy (``predict_batch`` on the
+    host); ``predict_device`` uploads them to the device of the images it is given, once."""
     return ShapePredictor(read_shape_predictor(face_recognition_models_file(MODEL_FILE)))
