@@ -11,11 +11,13 @@ shape predictor that alignment runs inside this box was trained on dlib's boxes.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from PIL import Image
 
-from inference.models.mtcnn import MTCNN
+from inference.models.mtcnn import MTCNN, Budget
 from inference.types import Detection
 
 # dlib-box = square of side SIDE * sqrt(w * h), centred at (cx + DX * w, cy + DY * h) of the
@@ -29,8 +31,22 @@ MAX_SIDE = 1024
 _MIN_FACE_ON_COPY = 20
 
 
+@dataclass
+class DeviceDetections:
+    """A batch's faces as tensors on the detector's device, ordered by image, then as ``detect``
+    orders them: ``boxes`` (n, 4) float64 x, y, w, h in source pixels (dlib's box convention, the
+    values of ``Detection.box``), ``scores`` (n,) and ``keypoints`` (n, 5, 2) (x, y) source
+    pixels, float32, and ``inds`` (n,) long, each face's image in the batch."""
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    keypoints: torch.Tensor
+    inds: torch.Tensor
+
+
 class FaceDetector:
-    """Batched face detection; ``detect`` takes RGB uint8 arrays and returns ``Detection``s.
+    """Batched face detection; ``detect`` takes RGB uint8 arrays and returns ``Detection``s,
+    ``detect_tensors`` the same faces as tensors on the device.
 
     ``min_face`` is the smallest face side in source pixels: the pyramid starts there (smaller
     is slower: the pyramid grows) and smaller output boxes are dropped. An image whose longer
@@ -39,51 +55,65 @@ class FaceDetector:
     ``score_threshold`` applies to O-Net's final face probability.
     Keypoints are MTCNN's five (x, y) points in source pixels: the eye on the image's left,
     the eye on the image's right, nose tip, mouth corner on the left, mouth corner on the right.
+    ``budget`` (None: follow the device) is MTCNN's work per network call.
     """
 
-    def __init__(self, device: str = "cpu", min_face: int = 20, score_threshold: float = 0.9, max_side: int | None = MAX_SIDE) -> None:
+    def __init__(self, device: str = "cpu", min_face: int = 20, score_threshold: float = 0.9, max_side: int | None = MAX_SIDE,
+                 budget: Budget | None = None) -> None:
         self.device = torch.device(device)
-        self.net = MTCNN().to(self.device)
+        self.net = MTCNN(budget=budget).to(self.device)
         self.min_face = min_face
         self.score_threshold = score_threshold
         self.max_side = max_side
 
-    def _working_copy(self, image: np.ndarray, min_face: float) -> tuple[torch.Tensor, float, float, float]:
+    def _working_copy(self, image: np.ndarray | torch.Tensor, min_face: float) -> tuple[torch.Tensor, float, float, float]:
         """The (H, W, 3) uint8 tensor the cascade runs on, its x and y scale to source pixels, and
         the pyramid's first face side in its pixels."""
         h, w = image.shape[:2]
         if self.max_side is None or max(h, w) <= self.max_side:
-            small = np.array(image, copy=True)  # from_numpy needs a writable array
-            fx = fy = 1.0
-        else:
-            ratio = self.max_side / max(h, w)
-            size = (max(1, round(w * ratio)), max(1, round(h * ratio)))
-            small = np.asarray(Image.fromarray(image).resize(size, Image.BOX)).copy()
-            fx, fy = w / size[0], h / size[1]
-            min_face = max(min_face / max(fx, fy), _MIN_FACE_ON_COPY)
-        tensor = torch.from_numpy(small).to(self.device)
-        return tensor, fx, fy, min_face
+            if isinstance(image, torch.Tensor):
+                return image.to(self.device), 1.0, 1.0, min_face
+            return torch.from_numpy(np.array(image, copy=True)).to(self.device), 1.0, 1.0, min_face  # from_numpy needs a writable array
+        ratio = self.max_side / max(h, w)
+        size = (max(1, round(w * ratio)), max(1, round(h * ratio)))
+        if isinstance(image, torch.Tensor):
+            # PIL's BOX filter, so that a device image gives the faces its host copy gives
+            image = image.cpu().numpy()
+        small = np.asarray(Image.fromarray(image).resize(size, Image.BOX)).copy()
+        fx, fy = w / size[0], h / size[1]
+        return torch.from_numpy(small).to(self.device), fx, fy, max(min_face / max(fx, fy), _MIN_FACE_ON_COPY)
 
-    def detect(self, images: list[np.ndarray], min_face: int | None = None, score_threshold: float | None = None) -> list[list[Detection]]:
+    def detect_tensors(self, images: list[np.ndarray | torch.Tensor], min_face: int | None = None,
+                       score_threshold: float | None = None) -> DeviceDetections:
+        """The batch's faces on the device: RGB uint8 (H, W, 3) arrays or tensors (on any device)
+        in; no host copy of the results."""
         min_side = min_face or self.min_face
         threshold = self.score_threshold if score_threshold is None else score_threshold
         work = [self._working_copy(im, min_side) for im in images]
-        results = []
-        found = self.net.detect([t for t, *_ in work], [m for *_, m in work])
-        for (boxes, points), (_, fx, fy, _) in zip(found, work):
-            if fx != 1.0 or fy != 1.0:  # pixel centres of the copy back to those of the source
-                boxes = torch.cat([(boxes[:, :4] + 0.5) * torch.tensor([fx, fy, fx, fy]) - 0.5, boxes[:, 4:]], dim=1)
-                points = (points + 0.5) * torch.tensor([fx, fy]) - 0.5
-            dets = []
-            for (x1, y1, x2, y2, score), kp in zip(boxes.tolist(), points.numpy()):
-                w, h = x2 - x1, y2 - y1
-                side = _SIDE * (w * h) ** 0.5
-                if score < threshold or side < min_side:
-                    continue
-                cx, cy = x1 + w / 2 + _DX * w, y1 + h / 2 + _DY * h
-                dets.append(Detection((cx - side / 2, cy - side / 2, side, side), float(score), kp.astype(np.float32)))
-            results.append(dets)
-        return results
+        boxes, points, image = self.net.detect([t for t, *_ in work], [m for *_, m in work])
+        # pixel centres of each working copy back to those of the source, in float64 like the
+        # Python floats this map was fitted in
+        scale = torch.tensor([[fx, fy] for _, fx, fy, _ in work], dtype=torch.float64, device=self.device)[image]
+        corners = (boxes[:, :4].double().view(-1, 2, 2) + 0.5) * scale[:, None] - 0.5
+        points = ((points.double() + 0.5) * scale[:, None] - 0.5).float()
+        size = corners[:, 1] - corners[:, 0]
+        side = _SIDE * size.prod(dim=1).sqrt()
+        centre = corners[:, 0] + size / 2 + torch.tensor([_DX, _DY], dtype=torch.float64, device=self.device) * size
+        keep = (boxes[:, 4] >= threshold) & (side >= min_side)
+        xywh = torch.cat([centre - side[:, None] / 2, side[:, None], side[:, None]], dim=1)
+        return DeviceDetections(xywh[keep], boxes[keep, 4], points[keep], image[keep])
+
+    @staticmethod
+    def to_detections(found: DeviceDetections, count: int) -> list[list[Detection]]:
+        """Per image of the ``count`` in the batch, its ``Detection``s: one host copy of all."""
+        boxes = found.boxes.cpu().numpy()
+        rest = torch.cat([found.scores[:, None], found.keypoints.flatten(1)], dim=1).cpu().numpy()
+        splits = np.cumsum(np.bincount(found.inds.cpu().numpy(), minlength=count))[:-1]
+        return [[Detection(tuple(b.tolist()), float(r[0]), r[1:].reshape(5, 2).copy()) for b, r in zip(bs, rs)]
+                for bs, rs in zip(np.split(boxes, splits), np.split(rest, splits))]
+
+    def detect(self, images: list[np.ndarray], min_face: int | None = None, score_threshold: float | None = None) -> list[list[Detection]]:
+        return self.to_detections(self.detect_tensors(images, min_face, score_threshold), len(images))
 
 
 def load(device: str) -> FaceDetector:

@@ -8,6 +8,9 @@ crops, box regression and NMS modes) so the published thresholds keep their mean
 """
 from __future__ import annotations
 
+import itertools
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,36 +26,45 @@ def weights_dir() -> Path:
     return package_dir("facenet_pytorch", "facenet-pytorch==2.6.0") / "data"
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou: float, mode: str = "union") -> torch.Tensor:
-    """Greedy NMS of (x1, y1, x2, y2) boxes within each group; indices kept, best first.
+def _nms_order(scores: torch.Tensor | np.ndarray, groups: torch.Tensor | np.ndarray) -> tuple[torch.Tensor | np.ndarray, ...]:
+    """Positions by group, best first within each, ties in input order, plus per sorted box its
+    group's first position: the two stable sorts (by score, then group) give the same order
+    in numpy and torch, on any device."""
+    if isinstance(scores, np.ndarray):
+        order = np.argsort(-scores, kind="stable")
+        order = order[np.argsort(groups[order], kind="stable")]
+        sorted_groups = groups[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = sorted_groups[1:] != sorted_groups[:-1]
+        return order, np.flatnonzero(first)[np.cumsum(first) - 1]
+    order = torch.sort(-scores, stable=True).indices
+    order = order[torch.sort(groups[order], stable=True).indices]
+    sorted_groups = groups[order]
+    first = torch.ones(len(order), dtype=torch.bool, device=order.device)
+    first[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    position = torch.arange(len(order), device=order.device)
+    return order, torch.where(first, position, 0).cummax(0).values
+
+
+def batched_nms_numpy(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou: float, mode: str = "union") -> np.ndarray:
+    """Greedy NMS of (x1, y1, x2, y2) boxes within each group; indices kept, best first, ties
+    between equal scores in input order (by group, then input order, where groups tie too).
 
     ``mode="min"`` divides the overlap by the smaller box, which MTCNN's last stage uses to drop
-    a small box nested inside a bigger one. Runs on the host, once per cascade stage for all
-    images (and pyramid levels) together, with no loop over boxes or groups: only pairs within
-    a group are compared (over a whole batch, pairs from different images were most of the
-    overlap matrix), and the greedy pass ("kept unless a kept better box overlaps it") is iterated
-    to its fixed point, which settles the i-th best box of a group by the i-th round and in
-    practice after a few. One call per pyramid level and image cost 2 ms per image, mostly
-    numpy's per-call overhead, under the GIL.
+    a small box nested inside a bigger one. Runs once per cascade stage for all images (and
+    pyramid levels) together, with no loop over boxes or groups: only pairs within a group are
+    compared (over a whole batch, pairs from different images were most of the overlap matrix),
+    and the greedy pass ("kept unless a kept better box overlaps it") is iterated to its fixed
+    point, which settles the i-th best box of a group by the i-th round and in practice after a
+    few. One call per pyramid level and image cost 2 ms per image, mostly numpy's per-call
+    overhead, under the GIL.
     """
-    if boxes.numel() == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    b, s, g = (t.detach().cpu().numpy() for t in (boxes, scores, groups))
-    order = np.lexsort((-s, g))  # by group, best first within each
-    b, sorted_groups = b[order], g[order]
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = sorted_groups[1:] != sorted_groups[:-1]
-    starts = np.flatnonzero(first)
-    rank = np.arange(len(order)) - starts[np.cumsum(first) - 1]  # better boxes in the same group
+    order, starts = _nms_order(scores, groups)
+    rank = np.arange(len(order)) - starts  # better boxes in the same group
     # every (better j, worse i) pair within a group
     i = np.repeat(np.arange(len(order)), rank)
-    j = np.arange(len(i)) - np.repeat(np.cumsum(rank) - rank, rank) + (i - rank[i])
-    x1, y1, x2, y2 = b.T
-    area = (x2 - x1 + 1) * (y2 - y1 + 1)
-    inter = ((np.minimum(x2[i], x2[j]) - np.maximum(x1[i], x1[j]) + 1).clip(min=0)
-             * (np.minimum(y2[i], y2[j]) - np.maximum(y1[i], y1[j]) + 1).clip(min=0))
-    denom = np.minimum(area[i], area[j]) if mode == "min" else area[i] + area[j] - inter
-    over = inter / denom > iou
+    j = np.arange(len(i)) - np.repeat(np.cumsum(rank) - rank, rank) + starts[i]
+    over = _overlaps(boxes[order], i, j, iou, mode, np.minimum, np.maximum)
     i, j = i[over], j[over]
     keep = np.ones(len(order), dtype=bool)
     while True:
@@ -62,7 +74,49 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
             break
         keep = settled
     kept = order[keep]
-    return torch.from_numpy(kept[np.argsort(-s[kept], kind="stable")]).to(boxes.device)
+    return kept[np.argsort(-scores[kept], kind="stable")]
+
+
+def batched_nms_torch(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou: float, mode: str = "union") -> torch.Tensor:
+    """``batched_nms_numpy`` in torch ops on the tensors' device, same kept indices in the same
+    order: one host sync for the number of pairs and one per fixed-point round."""
+    order, starts = _nms_order(scores, groups)
+    position = torch.arange(len(order), device=order.device)
+    rank = position - starts
+    i = torch.repeat_interleave(position, rank)
+    j = torch.arange(len(i), device=order.device) - torch.repeat_interleave(torch.cumsum(rank, 0) - rank, rank) + starts[i]
+    over = _overlaps(boxes[order], i, j, iou, mode, torch.minimum, torch.maximum)
+    i, j = i[over], j[over]
+    keep = torch.ones(len(order), dtype=torch.bool, device=order.device)
+    while True:
+        settled = torch.ones_like(keep)
+        settled[i[keep[j]]] = False
+        if torch.equal(settled, keep):
+            break
+        keep = settled
+    kept = order[keep]
+    return kept[torch.sort(-scores[kept], stable=True).indices]
+
+
+def _overlaps(b, i, j, iou: float, mode: str, minimum, maximum):  # numpy arrays or tensors alike
+    """Whether box i overlaps box j past ``iou``, in the same float32 operations for both back-ends."""
+    x1, y1, x2, y2 = b.T
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    inter = ((minimum(x2[i], x2[j]) - maximum(x1[i], x1[j]) + 1).clip(min=0)
+             * (minimum(y2[i], y2[j]) - maximum(y1[i], y1[j]) + 1).clip(min=0))
+    denom = minimum(area[i], area[j]) if mode == "min" else area[i] + area[j] - inter
+    return inter / denom > iou
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou: float, mode: str = "union") -> torch.Tensor:
+    """Greedy NMS per group (see ``batched_nms_numpy``): in numpy on the CPU, where it was faster
+    than the same torch ops, and in torch on any other device, where the tensors stay."""
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    if boxes.device.type != "cpu":
+        return batched_nms_torch(boxes, scores, groups, iou, mode)
+    kept = batched_nms_numpy(*(t.detach().numpy() for t in (boxes, scores, groups)), iou, mode)
+    return torch.from_numpy(kept)
 
 
 def _prelu(x: torch.Tensor, prelu: nn.PReLU) -> torch.Tensor:
@@ -103,15 +157,15 @@ class PNet(nn.Module):
         self.conv4_1, self.conv4_2 = nn.Conv2d(32, 2, 1), nn.Conv2d(32, 4, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, H, W, 4) box offsets and (N, H, W) face probabilities per window."""
+        """(N, H, W, 4) box offsets and (N, H, W) face logits per window (see ``MTCNN``)."""
         x = _max_pool(_prelu(self.conv1(x), self.prelu1), 2, 2)
         x = _prelu(self.conv3(_prelu(self.conv2(x), self.prelu2)), self.prelu3)
         # The two 1x1 heads as one matrix product over the channels-last activations: as
         # convolutions with 2 and 4 output channels they took ATen's slow im2col path (4% of
-        # detection on the CPU). Softmax over two classes is the sigmoid of their difference.
+        # detection on the CPU).
         heads = torch.cat([self.conv4_1.weight, self.conv4_2.weight]).flatten(1)
         out = F.linear(x.permute(0, 2, 3, 1), heads, torch.cat([self.conv4_1.bias, self.conv4_2.bias]))
-        return out[..., 2:], torch.sigmoid(out[..., 1] - out[..., 0])
+        return out[..., 2:], out[..., 1] - out[..., 0]
 
 
 class RNet(nn.Module):
@@ -131,7 +185,8 @@ class RNet(nn.Module):
         x = self.prelu3(self.conv3(x))
         # the weights were converted from Caffe, which flattens (W, H, C)
         x = self.prelu4(self.dense4(x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)))
-        return self.dense5_2(x), F.softmax(self.dense5_1(x), dim=1)
+        logits = self.dense5_1(x)
+        return self.dense5_2(x), logits[:, 1] - logits[:, 0]
 
 
 class ONet(nn.Module):
@@ -153,15 +208,49 @@ class ONet(nn.Module):
         x = self.pool3(self.prelu3(self.conv3(x)))
         x = self.prelu4(self.conv4(x))
         x = self.prelu5(self.dense5(x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)))
-        return self.dense6_2(x), self.dense6_3(x), F.softmax(self.dense6_1(x), dim=1)
+        logits = self.dense6_1(x)
+        return self.dense6_2(x), self.dense6_3(x), logits[:, 1] - logits[:, 0]
 
 
-# Work per network call, kept cache-sized: crops per R-Net (24) and O-Net (48) call (see
-# MTCNN._refine), input pixels per P-Net pass (first pyramid level). With two batch shards side by
+@dataclass(frozen=True)
+class Budget:
+    """Work per network call: input pixels per P-Net pass (at the first pyramid level; images of
+    one size and pyramid share a pass), crops per R-Net (24 px) and per O-Net (48 px) call. Any
+    budget gives the same faces (the nets see the same inputs, batched differently)."""
+
+    pnet_pixels: int
+    rnet_crops: int
+    onet_crops: int
+
+    @classmethod
+    def for_memory(cls, total_bytes: int) -> Budget:
+        """A device's budget: an eighth of its memory for each stage's activations, from rough
+        float32 peaks per unit (P-Net's first conv and PReLU on a pixel and its share of the
+        smaller levels; a crop's index and value gathers, its first conv and PReLU). On an
+        80 GB GPU: 40M pixels per P-Net pass (a batch of 64 images of 1,024 px is 30M), every
+        R-Net crop of such a batch in one call, O-Net crops 10,000 at a time."""
+        share = total_bytes // 8
+        return cls(share // 256, share // (256 << 10), share // (1 << 20))
+
+
+# On the CPU the work per call is kept cache-sized: on the thousands of R-Net crops of a 32-image
+# batch, the activations of one pass over all of them (100+ MB) left the caches and R-Net ran 2.5x
+# slower than on chunks of 128 (O-Net: 2.3x against chunks of 32); with two batch shards side by
 # side, P-Net passed 0.6 images/ms at 16 LFW images (22,500 pixels each at the first level) per
-# pass and 0.9 at 4, measured on the 2-core CPU.
-_REFINE_CHUNK = {24: 128, 48: 32}
-_PNET_PIXELS = 100_000
+# pass and 0.9 at 4; measured on the 2-core CPU.
+CPU_BUDGET = Budget(pnet_pixels=100_000, rnet_crops=128, onet_crops=32)
+
+
+def device_budget(device: torch.device) -> Budget:
+    """``CPU_BUDGET`` on the CPU; on a CUDA device, a share of its memory (``Budget.for_memory``)."""
+    if device.type == "cuda":
+        return Budget.for_memory(torch.cuda.get_device_properties(device).total_memory)
+    return CPU_BUDGET
+
+
+def _logit(p: float) -> float:
+    """The log-odds whose sigmoid is ``p``: the nets' logit that a probability threshold means."""
+    return math.log(p / (1 - p))
 
 
 def _net_input(total: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
@@ -276,10 +365,22 @@ def _square(boxes: torch.Tensor) -> torch.Tensor:
 
 
 class MTCNN(nn.Module):
-    """The P/R/O-Net cascade; ``detect`` returns, per image, boxes (n, 5: x1 y1 x2 y2 score)
-    and landmarks (n, 5, 2: left eye, right eye, nose, mouth left, mouth right as seen)."""
+    """The P/R/O-Net cascade; ``detect`` returns the batch's boxes (n, 5: x1 y1 x2 y2 face
+    probability), landmarks (n, 5, 2: left eye, right eye, nose, mouth left, mouth right as seen)
+    and each box's image, as tensors on the images' device.
 
-    def __init__(self, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709) -> None:
+    The nets return face logits (the softmax's two logits' difference), and the cascade ranks,
+    suppresses and thresholds on them; only the final score is a probability. In float32 the
+    probability of every logit over about 17 is exactly 1.0, so the best candidates of a face
+    tied, NMS kept whichever came first, and which of them reached 1.0 was decided by the last
+    bits of the device's arithmetic: on the 200 bench images the same cascade with the nets in
+    float64 moved one face by 3 px, TF32-rounded nets 18 faces by up to 14 px, and an H200 4 by
+    up to 173 px. The logits stay apart (and ties left are broken by candidate order, the same
+    everywhere). A threshold p means logit(p): the published thresholds keep their meaning.
+    ``budget`` (None: ``device_budget`` of the images' device) sets the work per network call.
+    """
+
+    def __init__(self, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709, budget: Budget | None = None) -> None:
         super().__init__()
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         folder = weights_dir()
@@ -287,83 +388,106 @@ class MTCNN(nn.Module):
             getattr(self, name).load_state_dict(torch.load(folder / f"{name}.pt", map_location="cpu", weights_only=True))
         self.thresholds = thresholds
         self.factor = factor
+        self.budget = budget
         # oneDNN's convolutions and ceil-mode max pooling ran these nets 2.1x faster in NHWC than
         # in NCHW on this CPU (R-Net on 1500 crops: 229 -> 107 ms); the integral tables hand them NHWC inputs.
         self.to(memory_format=torch.channels_last)
         self.eval()
 
-    def _refine(self, net: nn.Module, tables: _Integrals, boxes: torch.Tensor, inds: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
-        """``net`` on the ``size`` x ``size`` crops of all boxes, a cache-sized chunk at a time: on
-        the thousands of R-Net crops of a 32-image batch, the activations of one pass over all of
-        them (100+ MB) left the caches and R-Net ran 2.5x slower than on chunks of 128 (O-Net:
-        2.3x against chunks of 32), measured on the CPU."""
-        chunk = _REFINE_CHUNK[size]
+    @staticmethod
+    def _refine(net: nn.Module, tables: _Integrals, boxes: torch.Tensor, inds: torch.Tensor, size: int, chunk: int) -> tuple[torch.Tensor, ...]:
+        """``net`` on the ``size`` x ``size`` crops of all boxes, ``chunk`` crops per call."""
         parts = [net(tables.crops(boxes[i : i + chunk], inds[i : i + chunk], size)) for i in range(0, len(boxes), chunk)]
         return tuple(torch.cat(outputs) for outputs in zip(*parts))
 
-    @torch.inference_mode()
-    def detect(self, images: list[torch.Tensor], min_faces: list[float]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``images``: (H, W, 3) uint8 tensors on the module's device; ``min_faces``: per image,
-        the face side in its pixels where the pyramid starts."""
-        t_p, t_r, t_o = self.thresholds
-        # Images of one size and pyramid share a P-Net pass per scale, as many as keep the first
-        # level's pass within _PNET_PIXELS.
-        groups: list[tuple[int, int, float, list[int]]] = []
-        open_groups: dict[tuple[int, int, float], list[int]] = {}
-        for k, (img, min_face) in enumerate(zip(images, min_faces)):
-            key = (*img.shape[:2], min_face)
-            members = open_groups.get(key)
-            if members is None or len(members) * img.shape[0] * img.shape[1] * (12.0 / min_face) ** 2 >= _PNET_PIXELS:
-                members = open_groups[key] = []
-                groups.append((*key, members))
-            members.append(k)
-        tables = _Integrals(images, [members for *_, members in groups])
-        found, found_inds, found_levels = [], [], []
-        for h, w, min_face, members in groups:
+    def _propose(self, tables: _Integrals, groups: list[list[int]], shapes: list[tuple[int, int, float]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """P-Net over every pyramid level of every group (``shapes``: its images' height, width
+        and first face side): candidate rows (x1, y1, x2, y2, logit, 4 offsets), each one's image
+        and NMS group (image and level), ordered by group, level and window (row-major). The
+        levels' logits are thresholded together: one host sync for the whole pyramid of the batch."""
+        logits, regs, passes, levels = [], [], [], 1
+        for members, (h, w, min_face) in zip(groups, shapes):
             scale = 12.0 / min_face
             side = min(h, w) * scale
             level = 0
             while side >= 12:
-                data = tables.resample(members, int(h * scale + 1), int(w * scale + 1))
-                reg, prob = self.pnet(data)
-                mask = prob >= t_p
-                nyx = mask.nonzero()
-                if len(nyx):
-                    xy = nyx[:, 1:].flip(1).to(prob.dtype)
-                    q1 = ((2 * xy + 1) / scale).floor()
-                    q2 = ((2 * xy + 12) / scale).floor()
-                    found.append(torch.cat([q1, q2, prob[mask][:, None], reg[mask]], dim=1))
-                    found_inds.append(torch.tensor(members, dtype=torch.long, device=prob.device)[nyx[:, 0]])
-                    found_levels.append(torch.full((len(nyx),), level, dtype=torch.long, device=prob.device))
+                reg, logit = self.pnet(tables.resample(members, int(h * scale + 1), int(w * scale + 1)))
+                logits.append(logit.reshape(-1))
+                regs.append(reg.reshape(-1, 4))
+                passes.append((logit.shape[1] * logit.shape[2], logit.shape[2], scale, level, members))
                 scale *= self.factor
                 side *= self.factor
                 level += 1
-        empty = [(torch.zeros(0, 5), torch.zeros(0, 5, 2)) for _ in images]
-        if not found:
+            levels = max(levels, level)
+        device = tables.flat.device
+        logit = torch.cat(logits)
+        found = (logit >= _logit(self.thresholds[0])).nonzero()[:, 0]
+        # each found window's pass, and its image, row and column there (all from host-known sizes)
+        plane, width, scale, level, members = zip(*passes)
+        firsts = list(itertools.accumulate([len(v) for v in logits[:-1]], initial=0))
+        member_firsts = list(itertools.accumulate([len(m) for m in members[:-1]], initial=0))
+        plane, width, level, firsts, member_firsts, images = (
+            torch.tensor(v, dtype=torch.long, device=device)
+            for v in (plane, width, level, firsts, member_firsts, list(itertools.chain(*members))))
+        k = torch.searchsorted(firsts, found, right=True) - 1
+        local = found - firsts[k]
+        member, window = local // plane[k], local % plane[k]
+        xy = torch.stack([window % width[k], window // width[k]], dim=1).to(logit.dtype)
+        # a tensor divisor, not a Python one: CUDA divides by a host scalar as a multiplication
+        # by its reciprocal, which can round a quotient to the integer below before floor()
+        scale = torch.tensor(scale, dtype=logit.dtype, device=device)[k, None]
+        q1, q2 = ((2 * xy + 1) / scale).floor(), ((2 * xy + 12) / scale).floor()
+        image = images[member_firsts[k] + member]
+        return torch.cat([q1, q2, logit[found, None], torch.cat(regs)[found]], dim=1), image, image * levels + level[k]
+
+    @torch.inference_mode()
+    def detect(self, images: list[torch.Tensor], min_faces: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``images``: (H, W, 3) uint8 tensors on the module's device; ``min_faces``: per image,
+        the face side in its pixels where the pyramid starts. Returns boxes, landmarks and image
+        indices ordered by image, then best first."""
+        device = images[0].device
+        budget = self.budget or device_budget(device)
+        _, t_r, t_o = (_logit(t) for t in self.thresholds)
+        # Images of one size and pyramid share a P-Net pass per scale, as many as keep the first
+        # level's pass within the budget.
+        groups: list[list[int]] = []
+        shapes: list[tuple[int, int, float]] = []
+        open_groups: dict[tuple[int, int, float], list[int]] = {}
+        for k, (img, min_face) in enumerate(zip(images, min_faces)):
+            key = (*img.shape[:2], min_face)
+            members = open_groups.get(key)
+            if members is None or len(members) * img.shape[0] * img.shape[1] * (12.0 / min_face) ** 2 >= budget.pnet_pixels:
+                members = open_groups[key] = []
+                groups.append(members)
+                shapes.append(key)
+            members.append(k)
+        tables = _Integrals(images, groups)
+        empty = (torch.zeros(0, 5, device=device), torch.zeros(0, 5, 2, device=device), torch.zeros(0, dtype=torch.long, device=device))
+        cand, inds, nms_groups = self._propose(tables, groups, shapes)
+        if not len(cand):
             return empty
-        cand, inds, levels = torch.cat(found), torch.cat(found_inds), torch.cat(found_levels)
-        pick = batched_nms(cand[:, :4], cand[:, 4], inds * (int(levels.max()) + 1) + levels, 0.5)  # per image and level
+        pick = batched_nms(cand[:, :4], cand[:, 4], nms_groups, 0.5)  # per image and level
         cand, inds = cand[pick], inds[pick]
         pick = batched_nms(cand[:, :4], cand[:, 4], inds, 0.7)  # per image, across levels
         cand, inds = cand[pick], inds[pick]
         boxes = torch.cat([_square(_bbreg(cand[:, :4], cand[:, 5:9], inclusive=False)), cand[:, 4:5]], dim=1)
 
-        reg, prob = self._refine(self.rnet, tables, boxes, inds, 24)
-        keep = prob[:, 1] > t_r
-        boxes, inds, reg = torch.cat([boxes[keep, :4], prob[keep, 1:2]], dim=1), inds[keep], reg[keep]
+        reg, logit = self._refine(self.rnet, tables, boxes, inds, 24, budget.rnet_crops)
+        keep = logit > t_r
+        boxes, inds, reg = torch.cat([boxes[keep, :4], logit[keep, None]], dim=1), inds[keep], reg[keep]
         pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
         boxes, inds, reg = boxes[pick], inds[pick], reg[pick]
         boxes = torch.cat([_square(_bbreg(boxes, reg, inclusive=True)), boxes[:, 4:5]], dim=1)
         if not len(boxes):
             return empty
 
-        reg, marks, prob = self._refine(self.onet, tables, boxes, inds, 48)
-        keep = prob[:, 1] > t_o
+        reg, marks, logit = self._refine(self.onet, tables, boxes, inds, 48, budget.onet_crops)
+        keep = logit > t_o
         boxes, inds, reg, marks = boxes[keep], inds[keep], reg[keep], marks[keep]
         bw = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
         bh = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
         points = torch.stack([bw * marks[:, :5] + boxes[:, :1] - 1, bh * marks[:, 5:] + boxes[:, 1:2] - 1], dim=2)
-        boxes = torch.cat([_bbreg(boxes, reg, inclusive=True), prob[keep, 1:2]], dim=1)
-        pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7, mode="min")
-        boxes, inds, points = boxes[pick], inds[pick], points[pick]
-        return [(boxes[inds == k].cpu(), points[inds == k].cpu()) for k in range(len(images))]
+        boxes = torch.cat([_bbreg(boxes, reg, inclusive=True), torch.sigmoid(logit[keep, None])], dim=1)
+        pick = batched_nms(boxes[:, :4], logit[keep], inds, 0.7, mode="min")
+        pick = pick[torch.sort(inds[pick], stable=True).indices]  # by image, best first within each
+        return boxes[pick], points[pick], inds[pick]
