@@ -12,6 +12,7 @@ few hundredths, which is visible in verification accuracy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,18 +34,21 @@ TEMPLATE5 = np.array(
 Rect = tuple[float, float, float, float]  # dlib drectangle: left, top, right, bottom (inclusive)
 
 
-def similarity_matrices(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares rotation+scale (no reflection) taking centred ``src`` (P,2) to each centred ``dst`` (N,P,2).
+def similarity_coefficients(src: Any, dst: Any) -> tuple[Any, Any]:
+    """Least-squares rotation+scale (no reflection) taking centred ``src`` (P,2) to each centred ``dst`` (N,P,2):
+    (a, b), each (N,), of the matrices [[a, -b], [b, a]].
 
     The closed form of the 2-D Umeyama fit that dlib's ``find_similarity_transform`` computes
-    with an SVD (both minimise the same objective over proper similarities). Returns (N, 2, 2).
+    with an SVD (both minimise the same objective over proper similarities). Written for numpy
+    arrays and torch tensors alike: the device landmarks (``ShapePredictor.predict_device``)
+    run the very same operations.
     """
     s = src - src.mean(axis=0)
     d = dst - dst.mean(axis=1, keepdims=True)
     norm = (s**2).sum()
     a = (s[None, :, 0] * d[..., 0] + s[None, :, 1] * d[..., 1]).sum(axis=1) / norm
     b = (s[None, :, 0] * d[..., 1] - s[None, :, 1] * d[..., 0]).sum(axis=1) / norm
-    return np.stack([np.stack([a, -b], axis=-1), np.stack([b, a], axis=-1)], axis=1)
+    return a, b
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,9 @@ def chip_geometries(landmarks: np.ndarray, size: int = FACE_CHIP_SIZE, padding: 
     device paths (:mod:`inference.align_device`), which share these numbers, sample alike."""
     points = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
     template = chip_landmarks(size, padding)
-    m = similarity_matrices(template, points)
+    a, b = similarity_coefficients(template, points)  # a, b: the transform applied to (1, 0)
+    m = np.stack([np.stack([a, -b], axis=-1), np.stack([b, a], axis=-1)], axis=1)
     t = points.mean(axis=1) - m @ template.mean(axis=0)
-    a, b = m[:, 0, 0], m[:, 1, 0]  # the transform applied to (1, 0)
     length = np.sqrt(a * a + b * b)
     center = m @ np.array([size / 2.0, size / 2.0]) + t
     half = (size * length - 1) / 2  # dlib's centered_drect: width counts both end pixels

@@ -36,16 +36,6 @@ def stack_images(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
     return table, torch.as_tensor(starts, device=device), torch.as_tensor(sizes, dtype=torch.int64, device=device)
 
 
-def similarity_matrices(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """:func:`inference.align.similarity_matrices` on tensors: (N, 2, 2) rotation+scale from ``src`` (P, 2) to ``dst`` (N, P, 2)."""
-    s = src - src.mean(dim=0)
-    d = dst - dst.mean(dim=1, keepdim=True)
-    norm = (s**2).sum()
-    a = (s[None, :, 0] * d[..., 0] + s[None, :, 1] * d[..., 1]).sum(dim=1) / norm
-    b = (s[None, :, 0] * d[..., 1] - s[None, :, 1] * d[..., 0]).sum(dim=1) / norm
-    return torch.stack([torch.stack([a, -b], dim=-1), torch.stack([b, a], dim=-1)], dim=1)
-
-
 def sequential_sum(steps: torch.Tensor) -> torch.Tensor:
     """(N, D): the (N, K, D) float32 ``steps`` added one by one along K in float32, dlib's rounding.
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from inference.align import similarity_matrices
+from inference.align import similarity_coefficients
 from inference.formats.dlib_dnn import face_recognition_models_file
 from inference.formats.dlib_shape import ShapePredictorModel, read_shape_predictor
 
@@ -31,18 +31,20 @@ MODEL_FILE = "shape_predictor_5_face_landmarks.dat"
 Box = tuple[float, float, float, float]
 
 
-def _rotate(deltas: np.ndarray, tform: np.ndarray) -> np.ndarray:
-    """Feature offsets (F, 2) under each face's rotation+scale (N, 2, 2): (N, F, 2) float32.
+def _rotate(deltas: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Feature offsets (F, 2) under each face's rotation+scale [[a, -b], [b, a]], a and b (N,):
+    (N, F, 2) float32.
 
     Products and sums spelled out rather than a matmul, whose BLAS kernel fuses them (FMA) and
     so rounds otherwise than the device path (:meth:`ShapePredictor.predict_device`), where the
     same elementwise operations run; one feature pixel rounded the other way can move a face by
-    a pixel. Written into each output column: broadcasting the strided slices cost 8x more."""
+    a pixel. Written into each output column: broadcasting strided slices cost 8x more."""
     dx, dy = np.ascontiguousarray(deltas.T)
-    out = np.empty((len(tform), len(deltas), 2), dtype=np.float32)
-    for i in range(2):
-        np.multiply(dx, tform[:, i, 0, None], out=out[..., i])
-        out[..., i] += dy * tform[:, i, 1, None]
+    out = np.empty((len(a), len(deltas), 2), dtype=np.float32)
+    np.multiply(dx, a[:, None], out=out[..., 0])
+    out[..., 0] -= dy * b[:, None]
+    np.multiply(dx, b[:, None], out=out[..., 1])
+    out[..., 1] += dy * a[:, None]
     return out
 
 
@@ -83,9 +85,9 @@ class ShapePredictor:
         initial = self.model.initial_shape
         current = np.repeat(initial[None], n, axis=0).astype(np.float32)  # (N,P,2)
         for level in self.model.cascades:
-            tform = similarity_matrices(initial.astype(np.float64), current.astype(np.float64)).astype(np.float32)
+            a, b = similarity_coefficients(initial.astype(np.float64), current.astype(np.float64))
             # feature pixels: the level's offsets, rotated/scaled like the current shape, from their anchors
-            normalised = _rotate(level.deltas, tform) + current[:, level.anchor]
+            normalised = _rotate(level.deltas, a.astype(np.float32), b.astype(np.float32)) + current[:, level.anchor]
             pixel = np.floor(origin + normalised.astype(np.float64) * extent + 0.5).astype(np.int64)
             x, y = pixel[..., 0], pixel[..., 1]
             inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
@@ -149,7 +151,7 @@ class ShapePredictor:
         the other way send later levels down other branches)."""
         import torch
 
-        from inference.align_device import sequential_sum, similarity_matrices, stack_images
+        from inference.align_device import sequential_sum, stack_images
 
         device = boxes.device
         n = int(boxes.shape[0])
@@ -166,10 +168,10 @@ class ShapePredictor:
         tree_base = torch.arange(n_trees, device=device)[None, :] * n_splits
         current = arrays["initial"].expand(n, -1, -1)
         for k in range(len(self.model.cascades)):
-            tform = similarity_matrices(arrays["initial64"], current.double()).float()  # (N, 2, 2)
+            a, b = (v.float()[:, None] for v in similarity_coefficients(arrays["initial64"], current.double()))
             # numpy's _rotate, elementwise (a TF32 matmul would also drop bits)
-            deltas = arrays["deltas"][k][None, :, None, :]  # (1, F, 1, 2)
-            rotated = deltas[..., 0] * tform[:, None, :, 0] + deltas[..., 1] * tform[:, None, :, 1]
+            dx, dy = arrays["deltas"][k].T
+            rotated = torch.stack([dx * a - dy * b, dx * b + dy * a], dim=-1)
             normalised = rotated + current[:, arrays["anchor"][k]]
             pixel = torch.floor(origin + normalised.double() * extent + 0.5).long()
             x, y = pixel[..., 0], pixel[..., 1]
