@@ -142,8 +142,10 @@ def _locate_on_device(images: list[np.ndarray]) -> tuple[list[tuple[list[Detecti
     from inference.align_device import face_chips_device
 
     detector = registry.get("face_detector")
-    tensors = [torch.from_numpy(np.ascontiguousarray(image)).to(detector.device, non_blocking=True) for image in images]
-    found = detector.detect_tensors(tensors)
+    # the detector takes the host arrays: a large photo's working copy is made (PIL's area filter)
+    # before its upload, never from a device copy brought back
+    found = detector.detect_tensors(images)
+    tensors = [torch.from_numpy(np.require(image, requirements=["C", "W"])).to(detector.device) for image in images]
     detections = detector.to_detections(found, len(images))
     if not len(found.inds):
         empty = (np.zeros((0, 5, 2), np.float32), np.zeros((0, FACE_CHIP_SIZE, FACE_CHIP_SIZE, 3), np.uint8))

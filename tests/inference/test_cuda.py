@@ -1,0 +1,63 @@
+"""The device paths on a real CUDA device; this module runs where torch sees one (the only skip in
+the suite: a CPU-only machine has nothing to run it on). The same paths run on the CPU in
+test_device_pipeline.py, tests/inference/test_detector_devices.py and tests/matcher/."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inference import pipeline, registry
+
+from .conftest import load_rgb
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from shared_faces import bench_paths  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def back_to_cpu():
+    yield
+    registry.configure(device="cpu")
+
+
+def test_cuda_workers_find_the_cpus_faces() -> None:
+    """The issue's parity: on the bench images the same faces per image, boxes within 0.5 px,
+    descriptors within L2 0.01, for both descriptor versions."""
+    images = [load_rgb(p) for p in bench_paths(200)]
+    for version in (101, 102):
+        registry.configure(device="cpu")
+        host = [f for i in range(0, len(images), 32) for f in pipeline.process(images[i:i + 32], version)]
+        registry.configure(device="cuda")
+        device = [f for i in range(0, len(images), 64) for f in pipeline.process(images[i:i + 64], version)]
+        for a, b in zip(host, device):
+            assert len(a) == len(b)
+            for x, y in zip(a, b):
+                assert np.abs(np.array(x.detection.box) - np.array(y.detection.box)).max() <= 0.5
+                assert np.linalg.norm(x.descriptor - y.descriptor) <= 0.01
+
+
+def test_tf32_is_off_and_batches_follow_device_memory() -> None:
+    registry.configure(device="cuda")
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert pipeline.batch_limit(0) > pipeline.CPU_BATCH
+
+
+def test_device_index_on_cuda_answers_as_the_cpu_index() -> None:
+    from matcher.device_index import DeviceIndex
+    from matcher.index import FlatIndex
+
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal((50_000, 128), dtype=np.float32)
+    data[100:200] = data[0]  # exact ties: order by id
+    queries = np.concatenate([data[:1], rng.standard_normal((63, 128), dtype=np.float32)])
+    cpu, cuda = FlatIndex(128), DeviceIndex(128, device="cuda")
+    for index in (cpu, cuda):
+        index.add(np.arange(len(data)), data)
+    for got, want in zip(cuda.search(queries, 10), cpu.search(queries, 10)):
+        assert np.array_equal(got, want)
