@@ -92,7 +92,8 @@ def face_chips_device(images: list[torch.Tensor], inds: torch.Tensor, landmarks:
     (N, 5, 2) ``landmarks`` of faces in ``images[inds]`` ((H, W, 3) uint8 tensors on one device).
 
     One device-to-host transfer (landmarks and indices, for the plans) and one upload per batch;
-    the pixels never leave the device."""
+    the pixels never leave the device, and faces go through the pyramid grouped by its depth (a
+    few groups per batch)."""
     device = images[0].device if images else landmarks.device
     n = int(landmarks.shape[0])
     if n == 0:
@@ -105,15 +106,18 @@ def face_chips_device(images: list[torch.Tensor], inds: torch.Tensor, landmarks:
     plans = chip_plans(rects, rotations, image_sizes, size)
     crop_rows = np.maximum(plans.crops[:, 3] - plans.crops[:, 1] + 1, 0)
     crop_cols = np.maximum(plans.crops[:, 2] - plans.crops[:, 0] + 1, 0)
-    ints = torch.as_tensor(np.stack([image_of, plans.crops[:, 0], plans.crops[:, 1], crop_rows, crop_cols], axis=1), device=device)
-    corners = torch.as_tensor(plans.corners, device=device)
-    image_of, x0, y0, rows, cols = ints.unbind(dim=1)
+    order = np.argsort(plans.levels, kind="stable")  # faces grouped by pyramid depth
+    levels, group_starts = np.unique(plans.levels[order], return_index=True)
+    # one upload (a blocking copy waits for the device's queue): whole numbers below 2^53 are exact in float64
+    per_face = np.stack([image_of, plans.crops[:, 0], plans.crops[:, 1], crop_rows, crop_cols, order], axis=1)
+    packed = torch.as_tensor(np.concatenate([per_face.astype(np.float64), plans.corners.reshape(n, 6)], axis=1), device=device)
+    image_of, x0, y0, rows, cols, order_on_device = packed[:, :6].long().unbind(dim=1)
+    corners = packed[:, 6:].reshape(n, 3, 2)
     width = sizes[image_of, 1]
     first = starts[image_of] + y0 * width + x0
     chips = torch.empty((n, size, size, 3), dtype=torch.uint8, device=device)
-    for level in np.unique(plans.levels).tolist():  # a few pyramid depths per batch, not faces
-        chosen_host = np.flatnonzero(plans.levels == level)
-        chosen = torch.as_tensor(chosen_host, device=device)
+    for level, start, stop in zip(levels.tolist(), group_starts.tolist(), [*group_starts[1:].tolist(), n]):
+        chosen_host, chosen = order[start:stop], order_on_device[start:stop]
         if level == 0:  # sample the images in place: the crop only bounds the neighbourhoods
             for part in chosen.split(SAMPLE_FACES):
                 chips[part] = _bilinear(table, first[part], width[part], rows[part], cols[part], corners[part], size)
