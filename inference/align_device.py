@@ -99,7 +99,7 @@ def face_chips_device(images: list[torch.Tensor], inds: torch.Tensor, landmarks:
     if n == 0:
         return torch.zeros((0, size, size, 3), dtype=torch.uint8, device=device)
     table, starts, sizes = stack_images(images)
-    host = torch.cat([landmarks.reshape(n, -1).double(), inds.reshape(n, 1).double()], dim=1).cpu().numpy()
+    host = torch.cat([landmarks.reshape(n, -1).double(), inds.to(landmarks.device).reshape(n, 1).double()], dim=1).cpu().numpy()
     image_of = host[:, -1].astype(np.int64)
     image_sizes = np.array([tuple(image.shape[:2]) for image in images], dtype=np.int64)[image_of]
     rects, rotations = chip_geometries(host[:, :-1].reshape(n, 5, 2), size, padding)
