@@ -132,8 +132,7 @@ class ShapePredictor:
                 "splits": n_splits,
                 "initial": torch.as_tensor(self.model.initial_shape, device=device),
                 "initial64": torch.as_tensor(self.model.initial_shape.astype(np.float64), device=device),
-                "idx1": torch.as_tensor(stack("idx1").reshape(len(levels), -1), device=device),
-                "idx2": torch.as_tensor(stack("idx2").reshape(len(levels), -1), device=device),
+                "pairs": torch.as_tensor(np.stack([stack("idx1"), stack("idx2")], axis=-1).reshape(len(levels), -1), device=device),
                 "thresh": torch.as_tensor(stack("thresh").reshape(len(levels), -1), device=device),
                 "leaves": torch.as_tensor(stack("leaves").reshape(len(levels), -1, 2 * self.num_points), device=device),
                 "anchor": torch.as_tensor(stack("anchor"), device=device),
@@ -179,11 +178,13 @@ class ShapePredictor:
             at = first + torch.minimum(y.clamp(min=0), height - 1) * width + torch.minimum(x.clamp(min=0), width - 1)
             intensity = torch.div(table[at].int().sum(dim=-1), 3, rounding_mode="floor")  # dlib's rgb intensity
             features = torch.where(inside, intensity, 0).float()
+            # every split of every tree decided at once (the same comparisons as numpy's walk,
+            # a few kernels instead of a dozen per depth), then the walk only looks them up
+            pair = features[:, arrays["pairs"][k]].view(n, -1, 2)
+            right = (pair[..., 0] - pair[..., 1] <= arrays["thresh"][k]).long()  # (N, T * S)
             node = torch.zeros((n, n_trees), dtype=torch.int64, device=device)
             for _ in range(n_splits.bit_length()):
-                split = tree_base + node
-                diff = features.gather(1, arrays["idx1"][k][split]) - features.gather(1, arrays["idx2"][k][split])
-                node = 2 * node + torch.where(diff > arrays["thresh"][k][split], 1, 2)
+                node = 2 * node + 1 + right.gather(1, tree_base + node)
             leaves = arrays["leaves"][k][tree_base // n_splits * (n_splits + 1) + node - n_splits]  # (N, T, 2P)
             steps = torch.cat([current.reshape(n, 1, -1), leaves], dim=1)
             current = sequential_sum(steps).reshape(n, self.num_points, 2)
