@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import inference.models.mtcnn as mtcnn
-from inference.models.detector import FaceDetector
+from inference.models.detector import FaceDetector, box_resize, box_resize_host
 from inference.models.mtcnn import CPU_BUDGET, Budget, batched_nms_numpy, batched_nms_torch
 
 from .conftest import load_rgb
@@ -136,3 +136,16 @@ def test_detect_tensors_gives_detects_faces_from_arrays_and_tensors(detector: Fa
     assert [len(faces) for faces in per_image] == torch.bincount(found.inds, minlength=len(images)).tolist()
     for faces in per_image:
         assert [d.score for d in faces] == sorted((d.score for d in faces), reverse=True)
+
+
+def test_device_downscale_gives_the_hosts_bytes(bench_images: list[np.ndarray]) -> None:
+    """A device image over ``max_side`` is downscaled on the device into the bytes the host's
+    Pillow gives, so CPU and CUDA workers run the cascade on the same working copy."""
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((1100, 13), (37, 1500), (301, 977), (5, 7))]
+    images += [im for im in bench_images if max(im.shape) > 1024][:3]
+    for image in images:
+        for width, height in ((max(1, image.shape[1] * 2 // 3), max(1, image.shape[0] * 3 // 5)), (image.shape[1], 17), (31, 1024)):
+            want = box_resize_host(image, width, height)
+            assert want.shape == (height, width, 3)
+            assert np.array_equal(box_resize(torch.from_numpy(image.copy()), width, height).numpy(), want), (image.shape, width, height)
