@@ -42,6 +42,34 @@ def test_cuda_workers_find_the_cpus_faces() -> None:
                 assert np.linalg.norm(x.descriptor - y.descriptor) <= 0.01
 
 
+def test_cuda_landmarks_and_chips_equal_numpy(shape_predictor, reference_faces) -> None:
+    """CUDA's cumsum keeps the leaves' float32 order and no CUDA op rounds otherwise: the device
+    landmarks and chips equal numpy's exactly (on the CPU's torch: test_device_align.py)."""
+    from inference import align
+    from inference.align_device import face_chips_device, sequential_sum
+
+    steps = torch.full((2, 501, 3), 1e-8, dtype=torch.float32, device="cuda")
+    steps[:, 0] = 1.0
+    assert (sequential_sum(steps) == 1.0).all()  # added one by one in float32, as dlib does
+    images, boxes = [], []
+    for image, shape in reference_faces:
+        if not images or images[-1] is not image:
+            images.append(image)
+            boxes.append([])
+        r = shape.rect
+        boxes[-1].append((r.left(), r.top(), r.width(), r.height()))
+    expected = np.concatenate(shape_predictor.predict_batch(images, boxes))
+    tensors = [torch.from_numpy(image.copy()).cuda() for image in images]
+    flat = torch.tensor([b for bb in boxes for b in bb], dtype=torch.float32, device="cuda")
+    inds = torch.tensor([k for k, bb in enumerate(boxes) for _ in bb], device="cuda")
+    points = shape_predictor.predict_device(tensors, flat, inds)
+    np.testing.assert_array_equal(points.cpu().numpy(), expected)
+    chips = face_chips_device(tensors, inds, points)
+    host = np.concatenate([align.face_chips(image, p) for image, p in
+                           zip(images, np.split(expected, np.cumsum([len(b) for b in boxes])[:-1]))])
+    np.testing.assert_array_equal(chips.cpu().numpy(), host)
+
+
 def test_tf32_is_off_and_batches_follow_device_memory() -> None:
     registry.configure(device="cuda")
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
