@@ -16,15 +16,16 @@ batch path screens with int8 products, then re-scores in float64). Measured in t
   (bytes copied per second; a pure read scan can beat it, a copy also writes);
 - the single/batch crossover of FlatIndex (CODED_SINGLE_QUERY_MAX for this coded index);
 - exactness: FlatIndex ids equal a float64 brute force for a sample of queries;
-- the list cache load of 1,000,000 descriptors from PostgreSQL (bench/matcher_cache_load.py).
+- the list cache load of 1,000,000 descriptors from PostgreSQL (bench/matcher_cache_load.py);
 - the device back-end (``matcher.device_index.DeviceIndex``), after every CPU figure so that
   importing torch cannot touch them: with CUDA at N = 1,000,000 (and one 10,000,000-row list: its
   build time, device memory and batch speed), without CUDA on torch CPU tensors at N = 100,000;
   batch q/s and single-query p50/p99 against FlatIndex's in the same run, and its results for all
   1,000 queries identical to FlatIndex's (ids and float64 scores; the bench exits non-zero otherwise).
-The last line is one JSON object (figures for N = 1,000,000; ``device_*`` for the device rows). ``--batch-only [RUNS]`` times just
-the 1,000-query batch of FlatIndex and faiss at N = 1,000,000, interleaved, RUNS timed runs each
-(default 9), one line per round, then one JSON line with best and median of each.
+The last line is one JSON object (figures for N = 1,000,000; ``device_*`` for the device rows).
+``--batch-only [RUNS]`` times just the 1,000-query batch of FlatIndex and faiss at N = 1,000,000,
+interleaved, RUNS timed runs each (default 9), one line per round, then one JSON line with best
+and median of each.
 """
 from __future__ import annotations
 
