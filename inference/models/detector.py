@@ -130,6 +130,9 @@ class FaceDetector:
         in; no host copy of the results."""
         min_side = min_face or self.min_face
         threshold = self.score_threshold if score_threshold is None else score_threshold
+        if not images:
+            none = torch.zeros(0, device=self.device)
+            return DeviceDetections(none.view(0, 4).double(), none, none.view(0, 5, 2), none.long())
         work = [self._working_copy(im, min_side) for im in images]
         boxes, points, image = self.net.detect([t for t, *_ in work], [m for *_, m in work])
         # pixel centres of each working copy back to those of the source, in float64 like the
@@ -146,12 +149,13 @@ class FaceDetector:
 
     @staticmethod
     def to_detections(found: DeviceDetections, count: int) -> list[list[Detection]]:
-        """Per image of the ``count`` in the batch, its ``Detection``s: one host copy of all."""
-        boxes = found.boxes.cpu().numpy()
-        rest = torch.cat([found.scores[:, None], found.keypoints.flatten(1)], dim=1).cpu().numpy()
-        splits = np.cumsum(np.bincount(found.inds.cpu().numpy(), minlength=count))[:-1]
-        return [[Detection(tuple(b.tolist()), float(r[0]), r[1:].reshape(5, 2).copy()) for b, r in zip(bs, rs)]
-                for bs, rs in zip(np.split(boxes, splits), np.split(rest, splits))]
+        """Per image of the ``count`` in the batch, its ``Detection``s: one host copy of all (float64
+        holds the float32 values and the image indices exactly)."""
+        host = torch.cat([found.boxes, found.scores[:, None], found.keypoints.flatten(1), found.inds[:, None]], dim=1)
+        host = host.to(torch.float64).cpu().numpy()
+        splits = np.cumsum(np.bincount(host[:, 15].astype(np.int64), minlength=count))[:-1]
+        return [] if not count else [[Detection(tuple(row[:4].tolist()), float(row[4]), row[5:15].reshape(5, 2).astype(np.float32)) for row in rows]
+                for rows in np.split(host, splits)]
 
     def detect(self, images: list[np.ndarray], min_face: int | None = None, score_threshold: float | None = None) -> list[list[Detection]]:
         return self.to_detections(self.detect_tensors(images, min_face, score_threshold), len(images))

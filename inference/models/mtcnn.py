@@ -288,7 +288,8 @@ class _Integrals:
         # index arithmetic in int32 while the buffer allows (3x faster than int64; index_select
         # takes either)
         index_type = torch.int32 if sum(sizes) < 2 ** 31 else torch.long
-        self.dims = torch.tensor([list(img.shape[:2]) for img in images], dtype=index_type, device=device)
+        self._shapes = [tuple(img.shape[:2]) for img in images]  # on the host: no device read per level
+        self.dims = torch.tensor(self._shapes, dtype=index_type, device=device)
         self._offsets = [0] * len(images)
         offset = 0
         for members in groups:
@@ -305,7 +306,7 @@ class _Integrals:
 
     def group(self, members: list[int]) -> torch.Tensor:
         """(B, 3, H + 1, W + 1) tables of one group of same-sized images."""
-        h, w = (int(v) for v in self.dims[members[0]])
+        h, w = self._shapes[members[0]]
         start = self._offsets[members[0]]
         return self.flat[start : start + len(members) * 3 * (h + 1) * (w + 1)].view(len(members), 3, h + 1, w + 1)
 
