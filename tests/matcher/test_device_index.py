@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from matcher.cache import ListCache, resolve_device
 from matcher.changes import FaceAttached, FaceDeleted, FaceDetached
 from matcher.device_index import DeviceIndex
 from matcher.index import DimensionError, FlatIndex, IdError, MatcherInputError, NonFiniteError
+from tests.matcher.concurrency import churn_errors
 from tests.matcher.reference import brute_force
 
 DEVICE = "cpu"
@@ -234,35 +234,10 @@ def test_concurrent_remove_never_visible_after_return() -> None:
     index = DeviceIndex(device=DEVICE)
     index.add([f"base-{i}" for i in range(len(base))], base)
     query = _random(6, 4)
-    removed: set[str] = set()
-    stop = threading.Event()
-    errors: list[str] = []
-
-    def writer() -> None:
-        for round_ in range(150):
-            batch = [f"hot-{round_}-{j}" for j in range(8)]
-            index.add(batch, np.repeat(query[:1], 8, axis=0) + 1e-3 * np.arange(8)[:, None])
-            index.remove(batch)
-            removed.update(batch)
-        stop.set()
-
-    def reader(nq: int) -> None:
-        while not stop.is_set():
-            gone = set(removed)
-            _, ids = index.search(query[:nq], 12)
-            flat = {i for row in ids for i in row}
-            if gone & flat:
-                errors.append(f"removed ids returned: {gone & flat}")
-            hot = [i for i in ids[0] if i.startswith("hot-")]
-            if len({i.rsplit("-", 1)[0] for i in hot}) > 1 or len(hot) not in (0, 8):
-                errors.append(f"half-applied batch seen: {hot}")
-
-    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader, args=(nq,)) for nq in (1, 6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    errors = churn_errors(index, query, 150, (1, 6))
     assert not errors, errors[:3]
+    _, ids = index.search(query, 12)
+    assert not any(i.startswith("hot-") for row in ids for i in row)
 
 
 def test_list_cache_on_a_device_answers_like_the_numpy_cache() -> None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -10,6 +9,7 @@ import matcher.index as mi
 import matcher.int8 as m8
 from matcher.index import DimensionError, FlatIndex, IdError, MatcherInputError, NonFiniteError
 from matcher.similarity import DEFAULT_DISTANCE_THRESHOLD, DEFAULT_SIMILARITY_THRESHOLD, similarity
+from tests.matcher.concurrency import churn_errors
 from tests.matcher.reference import brute_force
 
 
@@ -153,38 +153,8 @@ def test_concurrent_remove_never_visible_after_return(coded: bool, monkeypatch: 
     index.add([f"base-{i}" for i in range(len(base))], base)
     monkeypatch.setattr(mi, "CODED_MIN_ROWS", 0)
     query = _random(mi.SINGLE_QUERY_MAX + 1, 4)
-    removed: set[str] = set()
-    stop = threading.Event()
-    errors: list[str] = []
-
-    def writer() -> None:
-        for round_ in range(300):
-            batch = [f"hot-{round_}-{j}" for j in range(8)]
-            index.add(batch, np.repeat(query[:1], 8, axis=0) + 1e-3 * np.arange(8)[:, None])
-            index.remove(batch)
-            removed.update(batch)  # only after remove() returned
-        stop.set()
-
-    def reader(nq: int) -> None:
-        while not stop.is_set():
-            gone = set(removed)
-            scores, ids = index.search(query[:nq], 12)
-            flat = [i for row in ids for i in row]
-            if gone.intersection(flat):
-                errors.append(f"removed ids returned: {gone.intersection(flat)}")
-            hot = [i for i in ids[0] if i.startswith("hot-")]
-            if len({i.rsplit("-", 1)[0] for i in hot}) > 1 or len(hot) not in (0, 8):
-                errors.append(f"half-applied batch seen: {hot}")
-            if any(len(set(row)) != len(row) for row in ids) or (np.diff(scores, axis=1) < 0).any():
-                errors.append("duplicate or unsorted results")
-
-    readers = (1, mi.SINGLE_QUERY_MAX + 1)
-    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader, args=(nq,)) for nq in readers]
     t0 = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    errors = churn_errors(index, query, 300, (1, mi.SINGLE_QUERY_MAX + 1))
     assert not errors, errors[:3]
     assert time.monotonic() - t0 < 120
     _, ids = index.search(query, 12)
