@@ -201,11 +201,12 @@ def main() -> None:
     print(f"{len(probes)} identities: {len(probes)} probes, {len(gallery)} gallery images; {load_load()}", flush=True)
 
     results: dict[str, tuple[dict[str, float], dict]] = {}
-    for version in versions:
-        candidates, counts = ours(version, probes, gallery, settings)
-        results[f"v{version}"] = (ranks(candidates, truth, gallery_ids), counts)
-    candidates, counts = dlib_side(probes, gallery)
-    results["dlib"] = (ranks(candidates, truth, gallery_ids), counts)
+    missed: dict[str, list[str]] = {}
+    runs = [(f"v{v}", ours(v, probes, gallery, settings)) for v in versions] + [("dlib", dlib_side(probes, gallery))]
+    for name, (candidates, counts) in runs:
+        results[name] = (ranks(candidates, truth, gallery_ids), counts)
+        missed[name] = [f"{p} -> {gallery[c[0]] if c else 'no face'}"
+                        for p, t, c in zip(probes, truth, candidates) if not c or gallery_ids[c[0]] != t]
     for name, (r, c) in results.items():
         print(f"{name:5s} rank-1 {r['rank1']:.4f}  rank-5 {r['rank5']:.4f}  no face: {c['probes_no_face']} probes, "
               f"{c['gallery_no_face']} gallery images  "
@@ -213,6 +214,8 @@ def main() -> None:
                  if "same_as_brute_force" in c else "")
               + ", ".join(f"{k} {v}" for k, v in c.items() if k.endswith("_s")),
               flush=True)
+    for name, lines in missed.items():
+        print(f"{name} rank-1 misses (probe -> best candidate): " + "; ".join(lines), flush=True)
     print(f"{load_load()} at end", flush=True)
 
     main_version = DESCRIPTOR_VERSION if DESCRIPTOR_VERSION in versions else versions[0]
