@@ -22,6 +22,7 @@ _lock = threading.Lock()
 _wanted = 0  # 0: one shard per usable core
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+_SHARD_THREAD = "inference-shard"
 
 
 def configure(shards: int) -> None:
@@ -55,7 +56,7 @@ def _executor(size: int) -> ThreadPoolExecutor:
         if _pool is None or _pool_size < size:
             if _pool is not None:
                 _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(size, thread_name_prefix="inference-shard", initializer=_one_thread)
+            _pool = ThreadPoolExecutor(size, thread_name_prefix=_SHARD_THREAD, initializer=_one_thread)
             _pool_size = size
         return _pool
 
@@ -76,10 +77,11 @@ def run(fn: Callable[[list[T]], list[R]], items: list[T], costs: Sequence[float]
     """``fn(items)``, computed as ``fn`` over shards of ``items`` side by side; results in order.
 
     ``fn`` must return one result per item and be safe to call from several threads at once
-    (the registry's models are: their forward passes keep no state).
+    (the registry's models are: their forward passes keep no state). Called from a shard, it runs
+    inline: shards waiting on shards of the same pool would wait for ever.
     """
     shards = shard_count(len(items), device)
-    if shards == 1:
+    if shards == 1 or threading.current_thread().name.startswith(_SHARD_THREAD):
         return fn(items)
     groups = partition(costs, shards)
     futures = [_executor(shards).submit(fn, [items[i] for i in g]) for g in groups]

@@ -98,13 +98,13 @@ def batch_limit(setting: int, device: str | None = None, memory_bytes: int | Non
 
 def locate(images: list[np.ndarray]) -> list[tuple[list[Detection], np.ndarray, np.ndarray]]:
     """Detections, (N_i, 5, 2) landmarks and (N_i, 150, 150, 3) chips of each image: the pipeline
-    up to the descriptor, which callers run by version (``extract``). On the CPU the batch runs as
-    shards side by side (``inference.parallel``); on another device every stage runs there."""
-    device = registry.device()
-    if device != "cpu":
+    up to the descriptor, which callers run by version (``extract``). On a device every stage runs
+    there. Not sharded here: the worker shards whole analyses (``tasks.inference``), and a shard
+    waiting on shards of the same pool would wait for ever."""
+    if registry.device() != "cpu":
         located, _ = _locate_on_device(images)
         return located
-    return parallel.run(_locate, images, [cost(image) for image in images], device)
+    return _locate(images)
 
 
 def process(images: list[np.ndarray], version: int = descriptor_format.DESCRIPTOR_VERSION) -> list[list[Face]]:

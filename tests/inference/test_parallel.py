@@ -60,6 +60,20 @@ def test_run_keeps_order_and_uses_one_torch_thread_per_shard(two_shards) -> None
     assert seen == [(threading.current_thread().name, caller_threads)]  # whole batch, inline
 
 
+def test_a_run_inside_a_shard_runs_inline(two_shards) -> None:
+    """The worker shards whole analyses; a stage that shards again must not wait on the busy pool."""
+
+    def inner(items: list[int]) -> list[tuple[int, str]]:
+        return [(i, threading.current_thread().name) for i in items]
+
+    def outer(items: list[int]) -> list[tuple[int, str]]:
+        return parallel.run(inner, items, [1.0] * len(items), "cpu")
+
+    out = parallel.run(outer, [1, 2, 3, 4], [1.0] * 4, "cpu")
+    assert [i for i, _ in out] == [1, 2, 3, 4]
+    assert all(name.startswith("inference-shard") for _, name in out)  # inline, on the outer shard's thread
+
+
 def test_run_rejects_a_shard_that_loses_results(two_shards) -> None:
     with pytest.raises(RuntimeError, match="returned 1 results for"):
         parallel.run(lambda items: items[:1], [1, 2, 3, 4], [1.0] * 4, "cpu")
