@@ -22,6 +22,11 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+# torch's OpenMP threads spin while they wait; two xdist workers on two cores (and the servers the
+# tests start) share the CPU, and spinning made the detector parity test 5-10x slower. Set before
+# anything loads torch, as the worker (tasks/inference.py) and the benches do.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("FACEGATE_SHARED_DIR", ROOT.parent / "shared"))
 PG_ADMIN_URL = os.environ.get("FACEGATE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
