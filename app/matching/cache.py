@@ -31,7 +31,7 @@ from app.db import dialect_of, session_scope
 from app.errors import describe
 from app.faces import changes
 from inference import descriptor_format as fmt
-from matcher.cache import Chunk, ListCache
+from matcher.cache import Chunk, ListCache, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,8 @@ class CacheFollower:
         include = parse_list_ids(s.matcher_cache_include, "matcher_cache_include")
         self.version = version or s.face_descriptor_version
         self.cache = ListCache(fmt.DESCRIPTOR_LENGTHS[self.version], "l2", include=include or None,
-                               exclude=parse_list_ids(s.matcher_cache_exclude, "matcher_cache_exclude"))
+                               exclude=parse_list_ids(s.matcher_cache_exclude, "matcher_cache_exclude"),
+                               device=resolve_device(s.matcher_device))
         self.load_seconds: float | None = None
         self.last_error: str | None = None
         self._tail_lock = threading.Lock()
@@ -245,7 +246,7 @@ class CacheFollower:
     def status(self) -> dict[str, Any]:
         return {"ready": self.cache.ready, "descriptor_version": self.version, "feed_seq": self.cache.version,
                 "lists": len(self.cache.list_ids()), "descriptors": self.descriptor_count(),
-                "load_seconds": self.load_seconds, "last_error": self.last_error}
+                "load_seconds": self.load_seconds, "last_error": self.last_error, "device": self.cache.device or "cpu"}
 
 
 _follower: CacheFollower | None = None

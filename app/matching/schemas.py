@@ -200,3 +200,4 @@ class MatcherStatusSchema(StrictSchema):
     descriptors = fields.Integer()
     load_seconds = fields.Float(allow_none=True)
     last_error = fields.String(allow_none=True)
+    device = fields.String(metadata={"description": "where the lists are searched: cpu, or the torch device (cuda)"})
