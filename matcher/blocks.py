@@ -4,9 +4,10 @@ All-pairs over N descriptors is N^2 scores: clustering never holds them. Scores 
 tile of at most ``TILE_ENTRIES`` at a time (float64 distances from one matrix product), and only
 the pairs over the threshold leave the tile, to feed a :class:`UnionFind`.
 
-The scale is the platform's (``matcher.similarity``): "similarity over ``threshold``" is "L2
-distance under ``distance_for_similarity(threshold)``", because the map is strictly decreasing,
-so tiles compare squared distances and never evaluate the map itself.
+The scale is the platform's (``matcher.similarity``, one map per descriptor version): "similarity
+over ``threshold``" is "L2 distance under ``distance_for_similarity(threshold, version)``",
+because the map is strictly decreasing, so tiles compare squared distances and never evaluate
+the map itself.
 """
 from __future__ import annotations
 
@@ -19,20 +20,20 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 import numpy as np
 
 from matcher.index import _error_bound, _group_rank, _merge_best, exact_scores, l2_bias
-from matcher.similarity import distance_for_similarity
+from matcher.similarity import DESCRIPTOR_VERSION, distance_for_similarity
 
 # 4M float64 scores: 32 MiB per tile, wide enough that the product runs at BLAS speed (K is 128).
 TILE_ENTRIES = 1 << 22
 
 
-def distance_bound(threshold: float) -> float:
-    """The L2 distance under which two descriptors are more similar than ``threshold``:
-    infinite at 0 and below (every pair), 0 at 1 and above (no pair)."""
+def distance_bound(threshold: float, version: int = DESCRIPTOR_VERSION) -> float:
+    """The L2 distance under which two descriptors of ``version`` are more similar than
+    ``threshold``: infinite at 0 and below (every pair), 0 at 1 and above (no pair)."""
     if threshold <= 0.0:
         return math.inf
     if threshold >= 1.0:
         return 0.0
-    return distance_for_similarity(threshold)
+    return distance_for_similarity(threshold, version)
 
 
 def tiles(x: np.ndarray, y: np.ndarray, *, same: bool = False,
@@ -54,11 +55,12 @@ def tiles(x: np.ndarray, y: np.ndarray, *, same: bool = False,
             yield r0, c0, np.maximum(squared, 0.0, out=squared)
 
 
-def linked_pairs(x: np.ndarray, y: np.ndarray, threshold: float, *,
-                 same: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(rows of ``x``, rows of ``y``) index arrays of the pairs whose similarity is over
-    ``threshold``, a tile at a time. ``same``: ``y`` is ``x``, and each pair comes once (i < j)."""
-    bound = distance_bound(threshold)
+def linked_pairs(x: np.ndarray, y: np.ndarray, threshold: float, *, same: bool = False,
+                 version: int = DESCRIPTOR_VERSION) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows of ``x``, rows of ``y``) index arrays of the pairs whose similarity (``version``'s
+    map) is over ``threshold``, a tile at a time. ``same``: ``y`` is ``x``, and each pair comes
+    once (i < j)."""
+    bound = distance_bound(threshold, version)
     if bound == 0.0:
         return
     for r0, c0, squared in tiles(x, y, same=same):
@@ -139,10 +141,11 @@ class UnionFind:
         return list(groups.values())
 
 
-def components(x: np.ndarray, threshold: float) -> list[list[int]]:
-    """The connected components of rows of ``x`` (indices), joined where similarity is over ``threshold``."""
+def components(x: np.ndarray, threshold: float, version: int = DESCRIPTOR_VERSION) -> list[list[int]]:
+    """The connected components of rows of ``x`` (indices), joined where similarity (``version``'s
+    map) is over ``threshold``."""
     sets = UnionFind(range(len(x)))
-    for i, j in linked_pairs(x, x, threshold, same=True):
+    for i, j in linked_pairs(x, x, threshold, same=True, version=version):
         for a, b in zip(*(v.tolist() for v in spanning_links(i, j, len(x)))):
             sets.union(a, b)
     return sets.components()

@@ -6,7 +6,7 @@ permission it needs). A *candidate source* searches a set selected by filters
 (:data:`CANDIDATE_SOURCES`: ``faces``, ``events``) and describes the hits it returns.
 
 Similarity is the descriptor version's calibrated map of the L2 distance
-(``inference.descriptor_format.similarity``: 0.5 at the model's documented threshold), strictly
+(``inference.descriptor_format.similarity``: 1 at distance 0, 0.5 at the version's threshold), strictly
 decreasing, so the top-k by distance is the top-k by similarity and ``threshold`` cuts it.
 
 Faces are searched in the matcher workers' list cache when the only filter is one cached list;
@@ -169,8 +169,9 @@ def missing_permissions(items: Sequence[Mapping[str, Any]], allowed: Callable[[s
     return sorted(f"{r}: {a}" for r, a in (p for p in needed if p) if not allowed(r, a))
 
 
-def similarity(distances: np.ndarray) -> np.ndarray:
-    return np.asarray(fmt.similarity(np.asarray(distances, dtype=np.float64)), dtype=np.float64)
+def similarity(distances: np.ndarray, version: int) -> np.ndarray:
+    """Similarities of ``version``'s descriptors at these L2 distances (each version has its own map)."""
+    return np.asarray(fmt.similarity(np.asarray(distances, dtype=np.float64), version), dtype=np.float64)
 
 
 # -- candidate sources ------------------------------------------------------------------------------
@@ -285,7 +286,7 @@ def match(session: Session, scope: Scope, references: Sequence[Reference], sourc
     for version, positions in by_version.items():
         queries = np.stack([references[i].vector for i in positions])
         distances, ids = candidates.search(session, scope, filters, version, queries, limit, seq)
-        sims = similarity(distances)
+        sims = similarity(distances, version)
         for row, i in enumerate(positions):
             # A None id is no candidate: the index's answer for a row whose score overflowed (a stored
             # descriptor with huge values); it must not reach describe() as the face id "None".
@@ -306,7 +307,7 @@ def match_raw(references: Sequence[Reference], candidates: Sequence[Reference], 
     index = FlatIndex(fmt.DESCRIPTOR_LENGTHS[version], "l2", capacity=len(candidates))
     index.add(list(range(len(candidates))), np.stack([c.vector for c in candidates]))
     distances, positions = index.search(np.stack([r.vector for r in references]), limit)
-    sims = similarity(distances)
+    sims = similarity(distances, version)
     return [{"reference": ref.describe(),
              "matches": [{"id": ids[p], "similarity": float(s)} for p, s in zip(positions[row], sims[row])
                          if s >= threshold]}

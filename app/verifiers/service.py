@@ -57,8 +57,8 @@ def delete_verifier(session: Session, scope: Scope, verifier_id: uuid.UUID) -> N
 def _verifications(verifier: Verifier, refs: list[matching.Reference], cands: list[matching.Reference],
                    pairs: Callable[[int, int], bool] = lambda i, j: True) -> list[dict[str, Any]]:
     """The ``pairs`` of (reference, candidate) with similarity and pass/fail, reference-major."""
-    matching.check_versions([*refs, *cands], expected=verifier.version)
-    sims = matching.similarity(matching.pair_distances(refs, cands))
+    version = matching.check_versions([*refs, *cands], expected=verifier.version)
+    sims = matching.similarity(matching.pair_distances(refs, cands), version)
     return [{"reference": r.describe(), "candidate": c.describe(), "similarity": float(sims[i, j]),
              "status": "pass" if sims[i, j] >= verifier.threshold else "fail"}
             for i, r in enumerate(refs) for j, c in enumerate(cands) if pairs(i, j)]

@@ -93,7 +93,7 @@ def test_topk_equals_brute_force_on_cache_and_database_paths(client, account, ca
     assert cache_searches, "a list_id-only request must be answered by the list cache"
     assert_same(as_pairs(via_cache), want)
     assert via_cache["results"][-1]["matches"][0]["face_id"] == ids[10]  # a face finds itself first
-    assert via_cache["results"][-1]["matches"][0]["similarity"] == pytest.approx(fmt.similarity(0.0))
+    assert via_cache["results"][-1]["matches"][0]["similarity"] == 1.0  # exactly: distance 0
 
     searches = len(cache_searches)
     via_db = match(client, account.auth, refs, {"list_id": list_id, "create_time__gte": LONG_AGO}, limit=10)

@@ -91,7 +91,7 @@ def test_descriptor_equals_the_pipeline_and_lands_in_an_attribute(client, sdk_us
 def test_descriptor_versions_one_pass_or_mirrored(client, sdk_user, settings_override):
     image = decode_image(PORTRAIT.read_bytes())
     by_version = {}
-    for version in (descriptor_format.MIRRORED_VERSION, descriptor_format.DESCRIPTOR_VERSION):
+    for version in (descriptor_format.MIRRORED_VERSION, descriptor_format.SINGLE_PASS_VERSION):
         r = post(client, "/sdk", sdk_user, PORTRAIT, extract_descriptor=1, descriptor_version=version)
         assert r.status_code == 200, r.json
         face = largest(r.json["images"][0]["faces"])
@@ -104,10 +104,12 @@ def test_descriptor_versions_one_pass_or_mirrored(client, sdk_user, settings_ove
         by_version[version] = vector
     gap = np.linalg.norm(by_version[101] - by_version[102])
     assert 1e-3 < gap < descriptor_format.DEFAULT_DISTANCE_THRESHOLD / 4  # same face, not the same vector
-    # the setting decides when the request does not name a version
-    settings_override(face_descriptor_version=descriptor_format.MIRRORED_VERSION)
+    # the setting decides when the request does not name a version (the default is the mirrored one)
     face = largest(post(client, "/sdk", sdk_user, PORTRAIT, extract_descriptor=1).json["images"][0]["faces"])
     assert face["descriptor_version"] == descriptor_format.MIRRORED_VERSION
+    settings_override(face_descriptor_version=descriptor_format.SINGLE_PASS_VERSION)
+    face = largest(post(client, "/sdk", sdk_user, PORTRAIT, extract_descriptor=1).json["images"][0]["faces"])
+    assert face["descriptor_version"] == descriptor_format.SINGLE_PASS_VERSION
     r = post(client, "/sdk", sdk_user, PORTRAIT, extract_descriptor=1, descriptor_version=57)
     assert r.status_code == 400 and "descriptor_version" in str(r.json), r.json
 

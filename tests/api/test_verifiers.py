@@ -71,14 +71,38 @@ def test_verifications_match_numpy(client, account, settings_override, inline):
     for p in pairs:
         a = vectors[(p["reference"]["type"], p["reference"]["id"])].astype(np.float64)
         b = vectors[(p["candidate"]["type"], p["candidate"]["id"])].astype(np.float64)
-        want = float(fmt.similarity(np.linalg.norm(a - b)))
+        want = float(fmt.similarity(np.linalg.norm(a - b), fmt.DESCRIPTOR_VERSION))
         assert p["similarity"] == pytest.approx(want, abs=1e-9)
         assert p["status"] == ("pass" if want >= 0.5 else "fail")
     assert [p["status"] for p in pairs] == ["pass", "fail", "fail", "pass"]
-    # Identical descriptors score similarity(0) = 0.99884; the face-attribute pair a little less.
-    client.patch(f"/verifiers/{vid}", json={"threshold": 0.9985}, headers=account.auth)
+    assert pairs[3]["similarity"] == 1.0  # exactly: identical descriptors
+    # The face-attribute pair (distance about 0.03) scores just under 1: a threshold between the two
+    # passes only the identical pair.
+    near = float(fmt.similarity(np.linalg.norm(base.astype(np.float64) - same.astype(np.float64))))
+    assert near < 1.0
+    client.patch(f"/verifiers/{vid}", json={"threshold": (near + 1.0) / 2}, headers=account.auth)
     r = client.post(f"/verifiers/{vid}/verifications", json=body, headers=account.auth)
     assert [p["status"] for p in r.json["verifications"]] == ["fail", "fail", "fail", "pass"]
+
+
+def test_each_version_scores_with_its_own_threshold(client, account):
+    """Two descriptors at a distance between the versions' thresholds: the same pair of vectors
+    passes at similarity 0.5 as version with the larger threshold and fails as the other."""
+    low, high = sorted(fmt.DEFAULT_DISTANCE_THRESHOLDS, key=fmt.DEFAULT_DISTANCE_THRESHOLDS.get)
+    distance = (fmt.DEFAULT_DISTANCE_THRESHOLDS[low] + fmt.DEFAULT_DISTANCE_THRESHOLDS[high]) / 2
+    a, b = vector(), vector()
+    b = (a + (b - a) * np.float32(distance / np.linalg.norm(b - a))).astype("<f4")
+    d = float(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)))
+    assert fmt.DEFAULT_DISTANCE_THRESHOLDS[low] < d < fmt.DEFAULT_DISTANCE_THRESHOLDS[high]
+    for version, status in ((low, "fail"), (high, "pass")):
+        vid = _verifier(client, account, version=version)
+        body = {"references": [{"type": "descriptor", "descriptor": sdk(a, version)}],
+                "candidates": [{"type": "descriptor", "descriptor": sdk(b, version)}]}
+        r = client.post(f"/verifiers/{vid}/verifications", json=body, headers=account.auth)
+        assert r.status_code == 200, r.json
+        (pair,) = r.json["verifications"]
+        assert pair["similarity"] == pytest.approx(fmt.similarity(d, version), abs=1e-12)
+        assert pair["status"] == status, (version, pair)
 
 
 def test_verification_errors_and_permissions(client, account_factory):

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from inference.descriptor_format import DEFAULT_DISTANCE_THRESHOLD
+from inference.descriptor_format import (
+    DEFAULT_DISTANCE_THRESHOLD,
+    MIRRORED_VERSION,
+    SINGLE_PASS_VERSION,
+    distance_threshold,
+)
 from inference.formats.dlib_dnn import DlibFormatError, face_recognition_models_file, read_dnn
 from inference.models.descriptor import MODEL_FILE, Descriptor, padded_add
 
@@ -75,16 +80,17 @@ def test_batches_and_mirror(descriptor: Descriptor, chips: np.ndarray) -> None:
         descriptor.extract(np.zeros((2, 112, 112, 3), np.uint8))
 
 
-def test_identities_separate(descriptor: Descriptor, faces_dir: Path) -> None:
-    """dlib's example chips of 5 people: every same-person distance below the threshold, none across."""
+@pytest.mark.parametrize("version", [MIRRORED_VERSION, SINGLE_PASS_VERSION])
+def test_identities_separate(descriptor: Descriptor, faces_dir: Path, version: int) -> None:
+    """dlib's example chips of 5 people: every same-person distance below the version's threshold, none across."""
     paths = sorted((faces_dir / "dlib_johns").glob("*/*.jpg"))
     names = np.array([p.parent.name for p in paths])
-    vectors = descriptor.extract(np.stack([load_rgb(p) for p in paths]))
+    vectors = descriptor.extract(np.stack([load_rgb(p) for p in paths]), mirror=version == MIRRORED_VERSION)
     dist = np.linalg.norm(vectors[:, None] - vectors[None], axis=-1)
     same = names[:, None] == names[None]
     off_diagonal = ~np.eye(len(paths), dtype=bool)
-    assert dist[same & off_diagonal].max() < DEFAULT_DISTANCE_THRESHOLD
-    assert dist[~same].min() > DEFAULT_DISTANCE_THRESHOLD
+    assert dist[same & off_diagonal].max() < distance_threshold(version)
+    assert dist[~same].min() > distance_threshold(version)
 
 
 def test_pipeline_end_to_end(faces_dir: Path) -> None:

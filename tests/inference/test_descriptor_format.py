@@ -9,14 +9,20 @@ import pytest
 
 from inference.descriptor_format import (
     DEFAULT_DISTANCE_THRESHOLD,
+    DEFAULT_DISTANCE_THRESHOLDS,
     DEFAULT_SIMILARITY_THRESHOLD,
+    DESCRIPTOR_LENGTHS,
     DESCRIPTOR_VERSION,
+    MIRRORED_VERSION,
     SIGNATURE,
+    SIMILARITY_EXPONENT,
+    SINGLE_PASS_VERSION,
     DescriptorFormatError,
     aggregate,
     decode_base64,
     decode_raw,
     distance_for_similarity,
+    distance_threshold,
     encode_raw,
     pack,
     similarity,
@@ -123,13 +129,43 @@ def test_aggregate_is_normalised_mean() -> None:
         aggregate(np.zeros((2, 128)))
 
 
-def test_similarity_is_monotone_and_calibrated() -> None:
+@pytest.mark.parametrize("version", sorted(DEFAULT_DISTANCE_THRESHOLDS))
+def test_similarity_is_monotone_and_calibrated(version: int) -> None:
+    t = DEFAULT_DISTANCE_THRESHOLDS[version]
     d = np.linspace(0, 2, 401)
-    s = similarity(d)
+    s = similarity(d, version)
     assert np.all(np.diff(s) < 0)
     assert np.all((s >= 0) & (s <= 1))
-    assert similarity(DEFAULT_DISTANCE_THRESHOLD) == pytest.approx(DEFAULT_SIMILARITY_THRESHOLD)
-    assert similarity(0.0) > 0.99 and similarity(1.2) < 0.01
-    for value in (0.1, 0.5, 0.9):
-        assert similarity(distance_for_similarity(value)) == pytest.approx(value)
-    assert similarity(1e6) == 0.0  # no overflow
+    assert similarity(0.0, version) == 1.0  # exactly: a descriptor compared with itself
+    assert similarity(t, version) == DEFAULT_SIMILARITY_THRESHOLD == 0.5  # exactly: the API's 0.5 is t
+    # the log-logistic's own values: twice the threshold is 1 / (1 + 2^k), half of it 1 / (1 + 2^-k)
+    assert similarity(2 * t, version) == pytest.approx(1 / (1 + 2**SIMILARITY_EXPONENT), rel=1e-12)
+    assert similarity(t / 2, version) == pytest.approx(1 / (1 + 2**-SIMILARITY_EXPONENT), rel=1e-12)
+    assert distance_for_similarity(0.5, version) == t
+    for value in (1e-6, 0.1, 0.5, 0.9, 0.999999):
+        assert similarity(distance_for_similarity(value, version), version) == pytest.approx(value, rel=1e-12)
+    for distance in (0.05, 0.3, t, 0.9, 1.7):
+        assert distance_for_similarity(similarity(distance, version), version) == pytest.approx(distance, rel=1e-9)
+    assert similarity(1e6, version) == pytest.approx(0.0, abs=1e-40) and similarity(np.inf, version) == 0.0
+    with pytest.raises(ValueError):
+        distance_for_similarity(1.0, version)
+
+
+def test_a_descriptor_against_itself_scores_one(vector: np.ndarray) -> None:
+    for version in DESCRIPTOR_LENGTHS:
+        _, back = unpack(pack(vector, version))
+        assert similarity(float(np.linalg.norm(back - vector)), version) == 1.0
+
+
+def test_each_version_has_its_own_map() -> None:
+    assert DESCRIPTOR_VERSION == MIRRORED_VERSION  # the default is the more accurate version
+    assert set(DEFAULT_DISTANCE_THRESHOLDS) == set(DESCRIPTOR_LENGTHS) == {MIRRORED_VERSION, SINGLE_PASS_VERSION}
+    assert DEFAULT_DISTANCE_THRESHOLD == distance_threshold() == DEFAULT_DISTANCE_THRESHOLDS[DESCRIPTOR_VERSION]
+    between = np.mean(list(DEFAULT_DISTANCE_THRESHOLDS.values()))
+    low, high = sorted(DEFAULT_DISTANCE_THRESHOLDS, key=DEFAULT_DISTANCE_THRESHOLDS.get)
+    assert low != high and similarity(between, low) < 0.5 < similarity(between, high)
+    assert similarity(0.4) == similarity(0.4, DESCRIPTOR_VERSION)
+    with pytest.raises(DescriptorFormatError, match="unknown descriptor version 56"):
+        similarity(0.4, 56)
+    with pytest.raises(DescriptorFormatError, match="unknown descriptor version 56"):
+        distance_for_similarity(0.5, 56)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from matcher import blocks
-from matcher.similarity import similarity
+from matcher.similarity import DEFAULT_DISTANCE_THRESHOLDS, DESCRIPTOR_VERSION, similarity
 from tests.matcher.reference import brute_force
 
 
@@ -15,13 +15,13 @@ def _clustered(rng: np.random.Generator, n: int, centres: int) -> np.ndarray:
     return (middle[rng.integers(0, centres, n)] + rng.standard_normal((n, 128)) * 0.03).astype(np.float32)
 
 
-def _brute_similarity(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _brute_similarity(x: np.ndarray, y: np.ndarray, version: int = DESCRIPTOR_VERSION) -> np.ndarray:
     diff = x.astype(np.float64)[:, None, :] - y.astype(np.float64)[None, :, :]
-    return similarity(np.sqrt((diff * diff).sum(axis=2)))
+    return similarity(np.sqrt((diff * diff).sum(axis=2)), version)
 
 
-def _brute_components(x: np.ndarray, threshold: float) -> set[frozenset[int]]:
-    linked = _brute_similarity(x, x) > threshold
+def _brute_components(x: np.ndarray, threshold: float, version: int) -> set[frozenset[int]]:
+    linked = _brute_similarity(x, x, version) > threshold
     seen: set[int] = set()
     out = set()
     for start in range(len(x)):
@@ -38,20 +38,28 @@ def _brute_components(x: np.ndarray, threshold: float) -> set[frozenset[int]]:
     return out
 
 
+@pytest.mark.parametrize("version", sorted(DEFAULT_DISTANCE_THRESHOLDS))
 @pytest.mark.parametrize("tile", [7, 1 << 22])
-def test_pairs_equal_brute_force(monkeypatch: pytest.MonkeyPatch, tile: int) -> None:
+def test_pairs_equal_brute_force(monkeypatch: pytest.MonkeyPatch, tile: int, version: int) -> None:
     monkeypatch.setattr(blocks, "TILE_ENTRIES", tile)  # tiny tiles: many tiles, ragged edges
     rng = np.random.default_rng(1)
     x, y = _clustered(rng, 150, 6), _clustered(rng, 90, 6)
-    sims = _brute_similarity(x, y)
+    sims = _brute_similarity(x, y, version)
     threshold = float(np.median(sims))
-    found = {(i, j) for a, b in blocks.linked_pairs(x, y, threshold) for i, j in zip(a.tolist(), b.tolist())}
+    found = {(i, j) for a, b in blocks.linked_pairs(x, y, threshold, version=version)
+             for i, j in zip(a.tolist(), b.tolist())}
     assert found == set(zip(*np.nonzero(sims > threshold)))
     assert 0 < len(found) < sims.size
-    within = {(i, j) for a, b in blocks.linked_pairs(x, x, threshold, same=True)
+    within = {(i, j) for a, b in blocks.linked_pairs(x, x, threshold, same=True, version=version)
               for i, j in zip(a.tolist(), b.tolist())}
-    expected = {(i, j) for i, j in zip(*np.nonzero(_brute_similarity(x, x) > threshold)) if i < j}
+    expected = {(i, j) for i, j in zip(*np.nonzero(_brute_similarity(x, x, version) > threshold)) if i < j}
     assert within == expected
+
+
+def test_bound_is_the_versions_threshold_at_one_half() -> None:
+    for version, threshold in DEFAULT_DISTANCE_THRESHOLDS.items():
+        assert blocks.distance_bound(0.5, version) == threshold
+    assert blocks.distance_bound(0.5) == DEFAULT_DISTANCE_THRESHOLDS[DESCRIPTOR_VERSION]
 
 
 def test_threshold_edges() -> None:
@@ -62,14 +70,15 @@ def test_threshold_edges() -> None:
     assert blocks.components(x, 0.0) == [[0, 1, 2, 3, 4]]
 
 
+@pytest.mark.parametrize("version", sorted(DEFAULT_DISTANCE_THRESHOLDS))
 @pytest.mark.parametrize("tile", [5, 1 << 22])
-def test_components_equal_brute_force(monkeypatch: pytest.MonkeyPatch, tile: int) -> None:
+def test_components_equal_brute_force(monkeypatch: pytest.MonkeyPatch, tile: int, version: int) -> None:
     monkeypatch.setattr(blocks, "TILE_ENTRIES", tile)
     rng = np.random.default_rng(3)
     x = _clustered(rng, 200, 12)
-    threshold = float(np.quantile(_brute_similarity(x, x), 0.9))
-    got = blocks.components(x, threshold)
-    assert {frozenset(c) for c in got} == _brute_components(x, threshold)
+    threshold = float(np.quantile(_brute_similarity(x, x, version), 0.9))
+    got = blocks.components(x, threshold, version)
+    assert {frozenset(c) for c in got} == _brute_components(x, threshold, version)
     assert 1 < len(got) < len(x)
     assert sorted(i for c in got for i in c) == list(range(len(x)))
 

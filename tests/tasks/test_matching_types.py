@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from matcher.similarity import DEFAULT_DISTANCE_THRESHOLDS, DESCRIPTOR_VERSION, distance_for_similarity
 from tests.api.sdk_fixtures import FACES, files
 from tests.conftest import Account
 from tests.tasks.test_framework import wait_status
@@ -138,12 +139,18 @@ def test_cross_match_omits_references_without_match(client: Any, gallery: Galler
     assert [(e["error_code"], e["additional_info"]) for e in body["errors"]] == [(70016, nobody)]
 
 
-def test_roc_by_hand() -> None:
+@pytest.mark.parametrize("version", [101, 102])
+def test_roc_by_hand(version: int) -> None:
     """Four faces on a line (a, b of label 0 at 0 and 0.3; c, d of label 1 at 0.5 and 1.5).
     By distance: bc 0.2 impostor, ab 0.3 genuine, ac 0.5 impostor, cd 1.0 genuine, bd 1.2 and
-    ad 1.5 impostors: the curve (0,0) (.25,0) (.25,.5) (.5,.5) (.5,1) (.75,1) (1,1)."""
-    from app.tasks.types.roc import evaluate
-    from matcher.similarity import similarity
+    ad 1.5 impostors: the curve (0,0) (.25,0) (.25,.5) (.5,.5) (.5,1) (.75,1) (1,1). Thresholds are
+    on the version's similarity scale."""
+    from functools import partial
+
+    from app.tasks.types.roc import evaluate as evaluate_any
+    from matcher.similarity import similarity as similarity_any
+
+    evaluate, similarity = partial(evaluate_any, version=version), partial(similarity_any, version=version)
 
     x = np.zeros((4, 128), dtype=np.float32)
     x[:, 0] = [0.0, 0.3, 0.5, 1.5]
@@ -178,7 +185,10 @@ def test_roc_on_faces(client: Any, gallery: Gallery, account_factory: Any) -> No
     assert out["faces"] == len(gallery.faces)
     assert out["genuine_pairs"] == len(PEOPLE) * PHOTOS * (PHOTOS - 1) // 2
     assert out["auc"] == 1.0 and out["eer"]["fpr"] == 0 and out["eer"]["tpr"] == 1
-    assert 0.41 < out["eer"]["threshold"] < 0.83  # the least similar genuine pair
+    # the equal-error threshold is the least similar genuine pair's similarity: on the default
+    # version's scale, a distance under its threshold (every pair is told apart) and over 0.4
+    least = distance_for_similarity(out["eer"]["threshold"], DESCRIPTOR_VERSION)
+    assert 0.4 < least < DEFAULT_DISTANCE_THRESHOLDS[DESCRIPTOR_VERSION], least
     assert out["hit_top_n"]["probability"] == 1.0 and out["hit_top_n"]["references"] == len(gallery.faces)
     assert [p["tpr"] for p in out["key_points"]] == [1.0] * 5
     assert out["roc_curve"][0] == {"fpr": 0, "tpr": 0, "threshold": None} and out["roc_curve"][-1]["fpr"] == 1

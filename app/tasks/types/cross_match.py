@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import numpy as np
 from marshmallow import fields, validate
 
+from app import settings
 from app.db import session_scope
 from app.schemas import SettingMax, StrictSchema
 from app.tasks import objects, registry
@@ -68,7 +69,8 @@ def part(job: Job, content: dict[str, Any]) -> list[dict[str, Any]]:
                 candidate_ids += chunk_ids
     distances, found = nearest.result()
     out = []
-    for ref, rows, row_sims in zip(ids, found.tolist(), similarity(distances).tolist()):
+    sims = similarity(distances, settings.current().face_descriptor_version)  # the version objects.load read
+    for ref, rows, row_sims in zip(ids, found.tolist(), sims.tolist()):
         hits = [{"candidate_id": candidate_ids[c], "similarity": s} for c, s in zip(rows, row_sims)
                 if candidate_ids[c] != ref and s >= threshold][:limit]
         if hits:

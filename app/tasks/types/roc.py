@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 from marshmallow import ValidationError, fields, validate, validates_schema
 
+from app import settings
 from app.db import session_scope
 from app.errors import APIError
 from app.schemas import StrictSchema
@@ -72,14 +73,14 @@ def _point(fpr: float, tpr: float, threshold: float | None) -> dict[str, Any]:
 
 
 def evaluate(x: np.ndarray, labels: list[Any], limit: int, threshold_hit_top: float,
-             key_fprs: list[float]) -> dict[str, Any]:
-    """The ROC figures of descriptors ``x`` (rows) labelled ``labels``."""
+             key_fprs: list[float], *, version: int) -> dict[str, Any]:
+    """The ROC figures of descriptors ``x`` (rows, of descriptor ``version``) labelled ``labels``."""
     codes = np.unique([_key(v) for v in labels], return_inverse=True)[1]
     n = len(codes)
     scores, genuine = [], []
     hits = references = 0
     for r0, _, squared in tiles(x, x, same=True, cols=n):
-        sims = np.asarray(similarity(np.sqrt(squared)))
+        sims = np.asarray(similarity(np.sqrt(squared), version))
         rows = np.arange(r0, r0 + len(sims))
         same = codes[rows][:, None] == codes[None, :]
         upper = rows[:, None] < np.arange(n)[None, :]
@@ -137,7 +138,7 @@ def part(job: Job, content: dict[str, Any]) -> dict[str, Any]:
     job.check_cancelled()
     x = np.stack([found[str(m["face_id"])] for m in kept]) if kept else np.empty((0, 0), dtype=np.float32)
     return evaluate(x, [m["label"] for m in kept], job.content["limit"], job.content["threshold_hit_top"],
-                    job.content["key_FPRs"])
+                    job.content["key_FPRs"], version=settings.current().face_descriptor_version)
 
 
 def merge(job: Job, partials: Iterator[Any]) -> Result:
