@@ -171,8 +171,9 @@ SETTINGS: list[Setting] = [
     Setting("inference_cpu_shards", int, 0, "on the CPU, a batch of several images runs as this many "
             "shards side by side, each on one torch thread (0: one per usable core; 1: whole batches "
             "on torch's own threads)"),
-    Setting("inference_batch_max", int, 32, "most images a gpu worker process runs through the models "
-            "as one batch (concurrent requests are batched together)"),
+    Setting("inference_batch_max", int, 0, "most images a gpu worker process runs through the models "
+            "as one batch (concurrent requests are batched together); 0: follow the device (32 on the "
+            "CPU; on CUDA as many as half the device memory holds at 64 MB an image, at most 256)"),
     Setting("inference_batch_wait_ms", float, 2.0, "milliseconds the batcher waits for more images "
             "after the first arrives, when fewer than inference_batch_max are queued"),
     Setting("inference_max_image_pixels", int, 40_000_000, "largest image (width x height) the "

@@ -42,6 +42,7 @@ def split(job: Job) -> list[dict[str, Any]]:
 
 def part(job: Job, content: dict[str, Any]) -> dict[str, Any]:
     sets = UnionFind()
+    version = settings.current().face_descriptor_version  # objects.descriptors reads this version
     with session_scope() as session:
         ids, rows = objects.load(session, job.scope, job.content, content)
         for i in ids:
@@ -49,7 +50,7 @@ def part(job: Job, content: dict[str, Any]) -> dict[str, Any]:
         compared = 0
         for chunk_ids, chunk in objects.descriptors(session, job.scope, job.content, {"gte": content["gte"]}):
             nodes = [*ids, *chunk_ids]  # a tile's pairs join rows to columns numbered after the rows
-            for i, j in linked_pairs(rows, chunk, content["threshold"]):
+            for i, j in linked_pairs(rows, chunk, content["threshold"], version=version):
                 for a, b in zip(*(v.tolist() for v in spanning_links(i, j + len(ids), len(nodes)))):
                     sets.union(nodes[a], nodes[b])
             compared += len(chunk_ids)
