@@ -4,6 +4,7 @@ dlib (the ``dlib-bin`` wheel) is used here only as the reference our torch/numpy
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,16 @@ def faces_dir() -> Path:
     if not (faces / "pairs.csv").is_file():
         pytest.fail(f"shared face data not found at {faces} (set FACEGATE_SHARED_DIR)")
     return faces
+
+
+def bench_paths(count: int) -> list[Path]:
+    """The bench images (``bench/shared_faces.py``, which bench/gpu.py and bench/pipeline.py run
+    on), loaded by path: with bench/ on sys.path, ``tasks`` would name bench/tasks.py for every
+    later test of the session."""
+    spec = importlib.util.spec_from_file_location("shared_faces", Path(__file__).resolve().parents[2] / "bench" / "shared_faces.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.bench_paths(count)
 
 
 def load_rgb(path: Path) -> np.ndarray:

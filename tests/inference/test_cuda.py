@@ -3,21 +3,16 @@ the suite: a CPU-only machine has nothing to run it on). The same paths run on t
 test_device_pipeline.py, tests/inference/test_detector_devices.py and tests/matcher/."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from inference import pipeline, registry
 
-from .conftest import load_rgb
+from .conftest import bench_paths, load_rgb
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from shared_faces import bench_paths  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

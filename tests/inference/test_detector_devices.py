@@ -4,7 +4,6 @@ the torch NMS must keep what the numpy one keeps, the work budgets must not chan
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,7 @@ import inference.models.mtcnn as mtcnn
 from inference.models.detector import FaceDetector, box_resize, box_resize_host
 from inference.models.mtcnn import CPU_BUDGET, Budget, batched_nms_numpy, batched_nms_torch
 
-from .conftest import load_rgb
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from shared_faces import FACES, bench_paths  # noqa: E402
+from .conftest import bench_paths, load_rgb
 
 
 class Float64(nn.Module):
@@ -89,7 +85,7 @@ def test_torch_nms_keeps_what_numpy_keeps(mode: str, iou: float) -> None:
         assert len(np.unique(groups)) <= len(want) < len(boxes) or len(boxes) == 1
 
 
-def test_torch_nms_on_the_cascade_candidates(monkeypatch: pytest.MonkeyPatch, detector: FaceDetector) -> None:
+def test_torch_nms_on_the_cascade_candidates(monkeypatch: pytest.MonkeyPatch, detector: FaceDetector, faces_dir: Path) -> None:
     calls = []
 
     def recording(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou: float, mode: str = "union") -> torch.Tensor:
@@ -98,7 +94,7 @@ def test_torch_nms_on_the_cascade_candidates(monkeypatch: pytest.MonkeyPatch, de
 
     original = mtcnn.batched_nms
     monkeypatch.setattr(mtcnn, "batched_nms", recording)
-    detector.detect([load_rgb(FACES / p) for p in ("multi/dlib_2007_007763.jpg", "multi/dlib_bald_guys.jpg")])
+    detector.detect([load_rgb(faces_dir / p) for p in ("multi/dlib_2007_007763.jpg", "multi/dlib_bald_guys.jpg")])
     assert len(calls) == 4
     for boxes, scores, groups, iou, mode in calls:
         want = batched_nms_numpy(boxes.numpy(), scores.numpy(), groups.numpy(), iou, mode)
@@ -118,8 +114,9 @@ def test_work_budgets_do_not_change_the_faces(detector: FaceDetector, bench_imag
         _assert_same_faces(FaceDetector("cpu", budget=budget).detect(images), want, 1e-3)
 
 
-def test_detect_tensors_gives_detects_faces_from_arrays_and_tensors(detector: FaceDetector, bench_images: list[np.ndarray]) -> None:
-    images = [load_rgb(FACES / "multi/face_recognition_obama_and_biden.jpg"), *bench_images[:40:4]]  # one over max_side
+def test_detect_tensors_gives_detects_faces_from_arrays_and_tensors(detector: FaceDetector, bench_images: list[np.ndarray],
+                                                                   faces_dir: Path) -> None:
+    images = [load_rgb(faces_dir / "multi/face_recognition_obama_and_biden.jpg"), *bench_images[:40:4]]  # one over max_side
     assert max(images[0].shape) > detector.max_side
     found = detector.detect_tensors(images)
     n = len(found.inds)
