@@ -421,6 +421,8 @@ class MTCNN(nn.Module):
                 level += 1
             levels = max(levels, level)
         device = tables.flat.device
+        if not logits:  # every image under P-Net's 12-pixel window at the first scale
+            return (torch.zeros(0, 9, device=device), *(torch.zeros(0, dtype=torch.long, device=device) for _ in range(2)))
         logit = torch.cat(logits)
         found = (logit >= _logit(self.thresholds[0])).nonzero()[:, 0]
         # each found window's pass, and its image, row and column there (all from host-known sizes)

@@ -59,6 +59,16 @@ def test_no_faces_on_noface_images(detector: FaceDetector) -> None:
     assert {p.name: len(d) for p, d in zip(files, found) if d} == {}
 
 
+def test_images_smaller_than_the_first_window(detector: FaceDetector) -> None:
+    """An image too small for P-Net's 12-pixel window at the first scale has no pyramid level at
+    all: no faces, alone or beside an image that has some."""
+    tiny = [np.full((1, 1, 3), 128, np.uint8), np.full((8, 30, 3), 200, np.uint8)]
+    assert detector.detect(tiny) == [[], []]
+    portrait = _rgb(FACES / "lfw/Colin_Powell/Colin_Powell_0001.jpg")
+    found = detector.detect([tiny[0], portrait])
+    assert found[0] == [] and len(found[1]) >= 1
+
+
 def test_many_faces_and_keypoints_inside_boxes(detector: FaceDetector, annotated: dict) -> None:
     path = "multi/dlib_2007_007763.jpg"
     dets = detector.detect([_rgb(FACES / path)])[0]
