@@ -177,14 +177,11 @@ def openapi() -> dict[str, Any]:
 
 
 def without_test_task_types(spec: dict[str, Any]) -> dict[str, Any]:
-    """``spec`` less the ``POST /tasks/<type>`` of task types the test suite registers
-    (tests/tasks/counting.py): they exist only in a run that imported them before the app was
-    built, and are no part of the API docs/api.md describes."""
-    from app.tasks import registry
+    """``spec`` less the operations of task types the test suite registers (``suite_task_paths``)."""
+    from tests.conftest import suite_task_paths
 
-    for name, task_type in registry.types().items():
-        if task_type.split.__module__.startswith("tests."):
-            spec["paths"].pop(f"/tasks/{name}", None)
+    for path in suite_task_paths():
+        spec["paths"].pop(path, None)
     return spec
 
 

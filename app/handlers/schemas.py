@@ -29,6 +29,9 @@ DEGREES = validate.Range(min=0.0, max=180.0)
 # Characters are spelt out: what \s means differs between Python and the document's ECMA regexes.
 URL = validate.Regexp(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[^\x00-\x20\x7f]*)?$")
 HEADER_NAME = validate.Regexp(r"^[A-Za-z0-9\-]{1,64}$")
+# An HTTP field value (RFC 9110): visible characters, spaces and tabs, Latin-1 at most (what the
+# HTTP client can send); a line break or a wider character would fail every delivery instead.
+HEADER_VALUE = validate.Regexp(r"^[\t\x20-\x7e\x80-\xff]{0,1024}$")
 
 
 def _bool(default: bool, description: str) -> fields.Boolean:
@@ -161,7 +164,8 @@ class CallbackAuthSchema(StrictSchema):
 
 class CallbackHeaderSchema(StrictSchema):
     name = fields.String(required=True, validate=HEADER_NAME, metadata={"description": "letters, digits and '-'"})
-    value = fields.String(required=True, validate=validate.Length(max=1024))
+    value = fields.String(required=True, validate=HEADER_VALUE,
+                          metadata={"description": "printable Latin-1 characters, spaces and tabs"})
 
 
 HTTP_ONLY = ("url", "method", "headers", "auth")

@@ -168,6 +168,8 @@ def test_lists_of_other_accounts_are_refused(client: Any, account_factory: Any) 
     {"policies": {"callbacks": [{"type": "http", "url": "ftp://example.com/x"}]}},
     {"policies": {"callbacks": [{"type": "luna-ws-notification", "url": "http://example.com/x"}]}},
     {"policies": {"callbacks": [{"type": "http", "url": "http://example.com", "headers": [{"name": "bad header", "value": "x"}]}]}},
+    {"policies": {"callbacks": [{"type": "http", "url": "http://example.com", "headers": [{"name": "X-A", "value": "a\r\nX-B: b"}]}]}},
+    {"policies": {"callbacks": [{"type": "http", "url": "http://example.com", "headers": [{"name": "X-A", "value": "\u20ac"}]}]}},
     {"policies": {"storage_policy": {"face_sample_policy": {"ttl": 12345}}}},
     {"policies": {"storage_policy": {"event_policy": {"wait_saving": "maybe"}}}},
     {"policies": []},
