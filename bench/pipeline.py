@@ -79,14 +79,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 import requests
-from shared_faces import FACES, ROOT, bench_paths
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# by the package path: bench/tasks.py imports this module as bench.pipeline, with bench/ itself off sys.path
+from bench.shared_faces import FACES, bench_paths  # noqa: E402
 
 # torch's OpenMP threads spin while they wait for work; on a CPU shared with other busy processes
 # (this 2-core machine under a load average of 8-13) that spinning cost 3-5 s per image instead
 # of ~0.2 s, measured here. Passive waiting is what a shared host needs; set before torch loads,
 # and inherited by the bench's worker. Override from the environment on a dedicated machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(ROOT))
 SDK_IMAGES = 48  # images sent through /sdk per throughput run
 PORTRAIT = FACES / "lfw" / "Colin_Powell" / "Colin_Powell_0001.jpg"
 ALL_ESTIMATIONS = {name: 1 for name in (
