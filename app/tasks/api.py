@@ -14,6 +14,7 @@ from app.tasks import registry, service
 from app.tasks.schedules_api import blp as schedules_blp
 from app.tasks.schemas import (
     ErrorListArgs,
+    NotificationPolicyAnswerSchema,
     NotificationPolicySchema,
     SubtaskListSchema,
     TaskCreatedSchema,
@@ -128,7 +129,7 @@ def get_result(task_id: int) -> Response:
 
 
 @blp.route(f"/<{service.ROW_ID}:task_id>/notification_policy", methods=["GET"])
-@blp.response(200, NotificationPolicySchema)
+@blp.response(200, NotificationPolicyAnswerSchema)
 @require("task", "view", ACCOUNTS)
 def get_notification_policy(task_id: int) -> dict[str, Any]:
     """The task's policy, secrets left out; ``{}`` when it has none."""

@@ -92,6 +92,13 @@ class NotificationPolicySchema(StrictSchema):
     subtasks = fields.Boolean(load_default=False, metadata={"description": "also send subtasks' status changes"})
 
 
+class NotificationPolicyAnswerSchema(NotificationPolicySchema):
+    """A task's policy as answered: ``{}`` when the task has none."""
+
+    task_callbacks = fields.List(fields.Nested(TaskCallbackSchema), validate=validate.Length(min=1, max=10),
+                                 metadata={"description": "the callbacks; absent when the task has no policy"})
+
+
 class ResultStoragePolicySchema(StrictSchema):
     ttl = fields.Integer(validate=validate.OneOf([1, 2, 3, 4, 5, 6, 7, 14, 30, 60, 90, 180, 365, -1]),
                          metadata={"description": "days the result is kept (-1: forever); default: the bucket's"})
