@@ -129,10 +129,7 @@ def process_on_device(images: list[np.ndarray], version: int = descriptor_format
     mirror = version == descriptor_format.MIRRORED_VERSION
     descriptors = registry.get("face_descriptor").extract_tensor(chips, mirror=mirror).cpu().numpy()
     counts = [len(dets) for dets, _, _ in located]
-    return [
-        [Face(d, p, c, v) for d, p, c, v in zip(dets, pts, chs, descs)]
-        for (dets, pts, chs), descs in zip(located, np.split(descriptors, np.cumsum(counts)[:-1]))
-    ]
+    return _faces(located, np.split(descriptors, np.cumsum(counts)[:-1]))
 
 
 def _locate_on_device(images: list[np.ndarray]) -> tuple[list[tuple[list[Detection], np.ndarray, np.ndarray]], Any]:
@@ -142,10 +139,10 @@ def _locate_on_device(images: list[np.ndarray]) -> tuple[list[tuple[list[Detecti
     from inference.align_device import face_chips_device
 
     detector = registry.get("face_detector")
-    # the detector takes the host arrays: a large photo's working copy is made (PIL's area filter)
-    # before its upload, never from a device copy brought back
-    found = detector.detect_tensors(images)
+    # uploaded once for every stage: the detector downscales a large photo's working copy on the
+    # device into the bytes Pillow would give on the host
     tensors = [torch.from_numpy(np.require(image, requirements=["C", "W"])).to(detector.device) for image in images]
+    found = detector.detect_tensors(tensors)
     detections = detector.to_detections(found, len(images))
     if not len(found.inds):
         empty = (np.zeros((0, 5, 2), np.float32), np.zeros((0, FACE_CHIP_SIZE, FACE_CHIP_SIZE, 3), np.uint8))
@@ -165,7 +162,11 @@ def _locate(images: list[np.ndarray]) -> list[tuple[list[Detection], np.ndarray,
 
 def _process(images: list[np.ndarray], version: int) -> list[list[Face]]:
     located = _locate(images)
-    descriptors = extract([chips for _, _, chips in located], version)
+    return _faces(located, extract([chips for _, _, chips in located], version))
+
+
+def _faces(located: list[tuple[list[Detection], np.ndarray, np.ndarray]], descriptors: list[np.ndarray]) -> list[list[Face]]:
+    """Each image's ``Face``s from what ``locate`` found and its (N_i, 128) descriptors."""
     return [
         [Face(d, p, c, v) for d, p, c, v in zip(dets, pts, chs, descs)]
         for (dets, pts, chs), descs in zip(located, descriptors)
